@@ -1,0 +1,1 @@
+"""Counterpart adapters: a pure codec and a simulator per counterpart."""

@@ -1,0 +1,1 @@
+"""МИО (local executive bodies): REST/JSON, shelter placement and social-legal help."""

@@ -1,0 +1,69 @@
+"""A МИО simulator: accepts referrals over REST/JSON and later calls back `REFERRAL_COMPLETED`."""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+from datetime import datetime, timezone
+
+import orjson
+from fastapi import FastAPI, Request, Response
+
+from adapters.simulation import CallbackSender, SimState, add_control_routes, apply_faults
+
+
+def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mio") -> FastAPI:
+    state = SimState(name)
+    sender = CallbackSender(state, callback_url)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await sender.aclose()
+
+    app = FastAPI(title=f"МИО simulator ({name})", docs_url=None, redoc_url=None, openapi_url=None,
+                  lifespan=lifespan)
+    app.state.sim = state
+    add_control_routes(app, state)
+
+    async def _receive(request: Request, kind: str) -> Response:
+        body = await request.body()
+        try:
+            doc = orjson.loads(body)
+            request_id = str(doc["requestId"])
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return Response(b'{"error":"bad request"}', status_code=400, media_type="application/json")
+        fault = await apply_faults(state, request_id)
+        if fault is not None:
+            return fault
+        if request_id in state.responses:  # a repeat of a request already served: same answer, no new work
+            status, answer = state.responses[request_id]
+            return Response(answer, status_code=status, media_type="application/json")
+        state.processed[request_id] = state.processed.get(request_id, 0) + 1
+        state.received.append(doc)
+        now = datetime.now(timezone.utc).isoformat()
+        if kind == "referral":
+            answer = orjson.dumps({"requestId": request_id, "referralId": doc.get("referralId"),
+                                   "status": "ACCEPTED", "decidedAt": now})
+            sender.schedule(
+                orjson.dumps({"eventId": str(uuid.uuid4()), "event": "REFERRAL_COMPLETED",
+                              "referralId": doc.get("referralId"), "caseRef": doc.get("caseRef"),
+                              "occurredAt": datetime.now(timezone.utc).isoformat(),
+                              "outcome": "placed in a crisis centre"}),
+                {"content-type": "application/json"},
+            )
+        else:
+            answer = orjson.dumps({"requestId": request_id, "status": "RECEIVED"})
+        state.responses[request_id] = (201, answer)
+        return Response(answer, status_code=201, media_type="application/json")
+
+    @app.post("/api/v1/referrals")
+    async def referrals(request: Request) -> Response:
+        return await _receive(request, "referral")
+
+    @app.post("/api/v1/escalations")
+    async def escalations(request: Request) -> Response:
+        return await _receive(request, "escalation")
+
+    return app

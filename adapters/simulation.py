@@ -1,0 +1,140 @@
+"""What every counterpart simulator shares: fault scripts, duplicate detection, stats and callbacks."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+log = logging.getLogger("simulator")
+
+
+class FaultConfig(BaseModel):
+    """Set with POST /_sim/config; administrators rehearse a counterpart's bad days with it."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_ms: float = Field(0, ge=0)
+    error_rate: float = Field(0, ge=0, le=1, description="share of requests answered 503")
+    per_message: list[int] = Field(default_factory=list, description="statuses for a message's first attempts")
+    storm_status: int = 503
+    storm_count: int = Field(0, ge=0, description="answer the next N requests with storm_status")
+    retry_after: str | None = None
+    timeout_count: int = Field(0, ge=0, description="hang the next N requests past any sane timeout")
+    callback_delay_ms: float = Field(50, ge=0)
+    callbacks: bool = True
+
+
+@dataclass
+class SimState:
+    name: str
+    config: FaultConfig = field(default_factory=FaultConfig)
+    attempts: dict[str, list[float]] = field(default_factory=dict)  # message id -> wall-clock times
+    processed: dict[str, int] = field(default_factory=dict)  # message id -> times processed (non-duplicate)
+    responses: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+    received: list[dict[str, Any]] = field(default_factory=list)
+    callbacks_sent: int = 0
+    callbacks_failed: int = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "requests": sum(len(v) for v in self.attempts.values()),
+            "unique_messages": len(self.processed),
+            "processed_twice": sorted(k for k, v in self.processed.items() if v > 1),
+            "duplicates": sum(len(v) for v in self.attempts.values()) - len(self.attempts),
+            "attempts": self.attempts,
+            "callbacks_sent": self.callbacks_sent,
+            "callbacks_failed": self.callbacks_failed,
+        }
+
+
+async def apply_faults(state: SimState, message_id: str) -> Response | None:
+    """Record the attempt, then answer with a scripted fault or None to go on normally."""
+    cfg = state.config
+    attempts = state.attempts.setdefault(message_id, [])
+    attempts.append(time.time())
+    if cfg.latency_ms:
+        await asyncio.sleep(cfg.latency_ms / 1000)
+    if cfg.timeout_count > 0:
+        cfg.timeout_count -= 1
+        await asyncio.sleep(3600)
+    headers = {"Retry-After": cfg.retry_after} if cfg.retry_after else {}
+    if cfg.storm_count > 0:
+        cfg.storm_count -= 1
+        return Response(status_code=cfg.storm_status, headers=headers)
+    index = len(attempts) - 1
+    if index < len(cfg.per_message):
+        return Response(status_code=cfg.per_message[index], headers=headers,
+                        content=b'{"error":"scripted fault"}', media_type="application/json")
+    if cfg.error_rate and random.random() < cfg.error_rate:
+        return Response(status_code=503, headers=headers)
+    return None
+
+
+def add_control_routes(app: FastAPI, state: SimState) -> None:
+    @app.get("/_sim/stats", include_in_schema=False)
+    async def stats() -> dict[str, Any]:
+        return state.stats()
+
+    @app.get("/_sim/received", include_in_schema=False)
+    async def received() -> list[dict[str, Any]]:
+        return state.received
+
+    @app.post("/_sim/config", include_in_schema=False)
+    async def configure(cfg: FaultConfig) -> dict[str, Any]:
+        state.config = cfg
+        return cfg.model_dump()
+
+    @app.post("/_sim/reset", include_in_schema=False)
+    async def reset() -> dict[str, str]:
+        state.attempts.clear()
+        state.processed.clear()
+        state.responses.clear()
+        state.received.clear()
+        state.config = FaultConfig()
+        state.callbacks_sent = state.callbacks_failed = 0
+        return {"status": "reset"}
+
+
+class CallbackSender:
+    """Sends a counterpart's asynchronous callbacks to the gateway, retrying while it is away."""
+
+    def __init__(self, state: SimState, url: str) -> None:
+        self.state = state
+        self.url = url
+        self.client = httpx.AsyncClient(timeout=10)
+        self.tasks: set[asyncio.Task] = set()
+
+    def schedule(self, body: bytes, headers: dict[str, str]) -> None:
+        if not self.state.config.callbacks:
+            return
+        task = asyncio.create_task(self._send(body, headers))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _send(self, body: bytes, headers: dict[str, str]) -> None:
+        await asyncio.sleep(self.state.config.callback_delay_ms / 1000)
+        for attempt in range(30):
+            try:
+                response = await self.client.post(self.url, content=body, headers=headers)
+                if response.status_code < 500:
+                    self.state.callbacks_sent += 1
+                    if response.status_code >= 400:
+                        log.warning("gateway refused callback: %s %s", response.status_code, response.text[:200])
+                    return
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(min(5.0, 0.1 * 2**attempt))
+        self.state.callbacks_failed += 1
+
+    async def aclose(self) -> None:
+        for task in list(self.tasks):
+            task.cancel()
+        await self.client.aclose()

@@ -1,0 +1,113 @@
+"""RFC 9457 problem+json for every error, mapped in this one place."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from gateway.canonical.errors import GatewayError, PayloadTooLarge
+
+PROBLEM_BASE = "urn:probation-gateway:problem:"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+log = logging.getLogger("gateway.api")
+
+
+def problem(status: int, slug: str, title: str, detail: str, *, instance: str | None = None,
+            **extra: Any) -> Response:
+    doc: dict[str, Any] = {"type": PROBLEM_BASE + slug, "title": title, "status": status, "detail": detail}
+    if instance:
+        doc["instance"] = instance
+    doc.update(extra)
+    return Response(orjson.dumps(doc), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
+
+
+def _pointer(loc: tuple[Any, ...]) -> str:
+    # Drop the discriminator step pydantic adds ("risk.detected") so the pointer matches the document.
+    parts = [str(p) for p in loc if not (isinstance(p, str) and "." in p and p[0].islower() and p.count(".") == 1)]
+    return "/" + "/".join(parts)
+
+
+def _count_refusal(request: Request, slug: str) -> None:
+    metrics = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.refused.labels(slug).inc()
+
+
+def install(app: FastAPI) -> None:
+    @app.exception_handler(GatewayError)
+    async def _gateway_error(request: Request, exc: GatewayError) -> Response:
+        _count_refusal(request, exc.slug)
+        return problem(exc.status, exc.slug, exc.title, exc.detail, instance=request.url.path, **exc.extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        errors = exc.errors()
+        if any(e.get("type") == "json_invalid" for e in errors):
+            _count_refusal(request, "malformed-json")
+            return problem(400, "malformed-json", "The body is not well-formed JSON",
+                           "the request body could not be parsed as JSON", instance=request.url.path)
+        if any(e.get("type") == "union_tag_invalid" for e in errors):
+            _count_refusal(request, "unknown-message-type")
+            return problem(422, "unknown-message-type", "Unknown message type",
+                           "`type` must be one of the canonical message types of the brief",
+                           instance=request.url.path)
+        # Never echo the submitted values back: they may hold personal data.
+        listed = [{"pointer": _pointer(tuple(e["loc"])), "detail": e["msg"]} for e in errors]
+        _count_refusal(request, "invalid-message")
+        detail = "; ".join(f"{e['pointer']}: {e['detail']}" for e in listed[:5])
+        return problem(422, "invalid-message", "The message does not match its schema", detail,
+                       instance=request.url.path, errors=listed)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error", extra={"path": request.url.path})
+        return problem(500, "internal-error", "Internal error", "the gateway failed; nothing was half-written",
+                       instance=request.url.path)
+
+
+class BodyLimit:
+    """Refuses a body over the limit before it is read whole (pure ASGI, so it stays cheap)."""
+
+    def __init__(self, app: Any, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                try:
+                    too_big = int(value) > self.max_bytes
+                except ValueError:
+                    too_big = False
+                if too_big:
+                    return await self._refuse(scope, receive, send)
+        seen = 0
+
+        async def limited_receive() -> dict:
+            nonlocal seen
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.max_bytes:
+                    raise PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+    async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
+        response = problem(413, PayloadTooLarge.slug, PayloadTooLarge.title,
+                           f"the body is larger than {self.max_bytes} bytes", instance=scope.get("path"))
+        await response(scope, receive, send)

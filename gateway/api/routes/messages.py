@@ -1,0 +1,36 @@
+"""`/v1/messages`: the Probation IS submits canonical messages and follows them hop by hop."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Body, Request, Response
+
+from gateway.api.deps import ContainerDep
+from gateway.api.schemas import AcceptedResponse, MessageStatus, Problem
+from gateway.canonical.messages import CanonicalMessage
+from gateway.pipeline.status import message_status
+
+router = APIRouter(prefix="/v1/messages", tags=["messages"])
+PROBLEMS = {
+    400: {"model": Problem, "description": "Malformed JSON"},
+    413: {"model": Problem, "description": "Body too large"},
+    422: {"model": Problem, "description": "Invalid message, or a message_id reused for other content"},
+}
+
+
+@router.post("", status_code=202, response_model=AcceptedResponse, responses=PROBLEMS)
+async def submit(message: Annotated[CanonicalMessage, Body()], request: Request, c: ContainerDep) -> Response:
+    """Store and queue a canonical message; the same message sent again gets the same answer."""
+    size = int(request.headers.get("content-length") or 0)
+    result = await c.accepter.accept(message=message, source="probation", request_bytes=size)
+    return Response(orjson.dumps(result.response), status_code=202, media_type="application/json",
+                    headers={"Location": result.response["status_url"]})
+
+
+@router.get("/{message_id}", response_model=MessageStatus, responses={404: {"model": Problem}})
+async def status(message_id: uuid.UUID, c: ContainerDep) -> MessageStatus:
+    """Status of a message and the timeline of every hop it made."""
+    return await message_status(store=c.store, message_id=str(message_id))

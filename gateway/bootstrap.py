@@ -1,0 +1,90 @@
+"""The one place that knows every concrete class: wires store, adapters, transport and services."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from adapters.mio.codec import MioAdapter
+from adapters.probation.codec import ProbationAdapter
+from gateway.config import Settings
+from gateway.mapping import Mappings, load_mappings
+from gateway.observability import Metrics
+from gateway.pipeline.accept import Accepted, Accepter
+from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
+from gateway.pipeline.ports import Adapter, Clock, system_clock
+from gateway.pipeline.routing import Router
+from gateway.pipeline.transport import HttpxTransport, Transport
+from gateway.storage.db import Engines, create_engines, migrate
+from gateway.storage.store import Store
+
+
+def build_adapters() -> dict[str, Adapter]:
+    return {a.counterpart: a for a in (MioAdapter(), ProbationAdapter())}
+
+
+@dataclass
+class Container:
+    settings: Settings
+    mappings: Mappings
+    engines: Engines
+    store: Store
+    accepter: Accepter
+    worker: DeliveryWorker
+    metrics: Metrics
+    adapters: dict[str, Adapter]
+    transport: Transport
+    clock: Clock
+
+    async def start(self, *, run_worker: bool) -> None:
+        if self.settings.auto_migrate:
+            await migrate(self.engines)
+        self.store.committer.start()
+        if run_worker:
+            self.worker.start()
+
+    async def stop(self) -> None:
+        if self.worker._main is not None:
+            await self.worker.stop()
+        await self.store.committer.stop()
+        await self.transport.aclose()
+        await self.engines.dispose()
+
+
+def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
+    mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
+    engines = create_engines(settings.database_url)
+    store = Store(engines)
+    metrics = Metrics()
+    adapters = build_adapters()
+    transport = transport or HttpxTransport()
+    accepter = Accepter(
+        store=store,
+        router=Router(mappings),
+        clock=clock,
+        status_url=lambda mid: f"{settings.base_url}/v1/messages/{mid}",
+    )
+    worker = DeliveryWorker(
+        store=store,
+        accepter=accepter,
+        adapters=adapters,
+        mappings=mappings,
+        transport=transport,
+        clock=clock,
+        metrics=metrics,
+        settings=WorkerSettings(
+            concurrency=settings.worker_concurrency,
+            poll_interval_s=settings.worker_poll_interval_s,
+            lease_s=settings.worker_lease_s,
+        ),
+    )
+
+    def on_accepted(result: Accepted) -> None:
+        if result.duplicate:
+            metrics.duplicates.labels(result.source).inc()
+            return
+        metrics.accepted.labels(result.type, result.source).inc()
+        if result.queued:
+            worker.wake()
+
+    accepter.listeners.append(on_accepted)
+    return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock)

@@ -1,0 +1,1 @@
+"""Canonical model: envelope, typed bodies, IIN and domain errors; imports no framework."""

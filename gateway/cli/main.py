@@ -1,0 +1,153 @@
+"""`gateway` commands: serve, worker, simulators, demo, openapi, db."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+import typer
+
+from gateway.canonical.errors import ConfigError
+from gateway.config import ROOT, Settings
+
+app = typer.Typer(help="Probation exchange gateway", no_args_is_help=True, add_completion=False)
+db_app = typer.Typer(help="Database schema", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _settings(**overrides: object) -> Settings:
+    return Settings(**{k: v for k, v in overrides.items() if v is not None})
+
+
+def _fail(message: str) -> None:
+    typer.echo(message, err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def serve(
+    host: str = typer.Option(None, help="bind address (default 127.0.0.1)"),
+    port: int = typer.Option(None, help="port (default 8080)"),
+    database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://..."),
+    worker: bool = typer.Option(None, "--worker/--no-worker", help="run the delivery worker in this process"),
+) -> None:
+    """Run the gateway API (and, by default, its delivery worker)."""
+    from gateway.api.app import create_app
+    from gateway.bootstrap import build
+    from gateway.cli.servers import serve_all, server
+    from gateway.observability import configure_logging
+
+    settings = _settings(host=host, port=port, database_url=database_url, worker=worker)
+    configure_logging(settings.log_level)
+    try:
+        container = build(settings)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})", err=True)
+    asyncio.run(serve_all([server(create_app(settings, container=container), host=settings.host,
+                                  port=settings.port, log_level=settings.log_level.lower())]))
+
+
+@app.command("worker")
+def worker_cmd(
+    database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://..."),
+    once: bool = typer.Option(False, help="deliver what is due, then exit"),
+) -> None:
+    """Run the delivery worker alone (no API)."""
+    from gateway.bootstrap import build
+    from gateway.observability import configure_logging
+
+    settings = _settings(database_url=database_url)
+    configure_logging(settings.log_level)
+
+    async def main() -> None:
+        container = build(settings)
+        await container.start(run_worker=not once)
+        try:
+            if once:
+                await container.worker.run_until_idle()
+            else:
+                stop = asyncio.Event()
+                loop = asyncio.get_running_loop()
+                for sig in (signal.SIGINT, signal.SIGTERM):
+                    loop.add_signal_handler(sig, stop.set)
+                await stop.wait()
+        finally:
+            await container.stop()
+
+    asyncio.run(main())
+
+
+@app.command()
+def simulators(
+    gateway_url: str = typer.Option("http://127.0.0.1:8080", help="where simulators send callbacks"),
+) -> None:
+    """Run a simulator for every counterpart instance configured on this machine."""
+    from gateway.cli.servers import serve_all, simulator_servers
+    from gateway.mapping import load_mappings
+    from gateway.observability import configure_logging
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    try:
+        mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    servers = simulator_servers(mappings, gateway_url=gateway_url)
+    for label, _ in servers:
+        typer.echo(f"simulator {label}", err=True)
+    asyncio.run(serve_all([s for _, s in servers]))
+
+
+@app.command()
+def demo(
+    rate: float = typer.Option(2.0, help="sample cases per second"),
+    duration: float = typer.Option(0, help="stop after this many seconds (0: until Ctrl-C)"),
+    port: int = typer.Option(None, help="gateway port (default 8080)"),
+) -> None:
+    """Gateway + simulators + a steady stream of sample cases, on the embedded SQLite store."""
+    from gateway.cli.demo import run_demo
+
+    settings = _settings(port=port)
+    try:
+        asyncio.run(run_demo(settings, rate=rate, duration=duration))
+    except ConfigError as exc:
+        _fail(str(exc))
+    except KeyboardInterrupt:
+        pass
+
+
+@app.command()
+def openapi(
+    write: bool = typer.Option(False, "--write", help=f"write {Path('openapi/openapi.json')} instead of stdout"),
+) -> None:
+    """Print (or --write) the OpenAPI document generated from the code."""
+    from gateway.api.app import create_app
+
+    text = json.dumps(create_app(Settings()).openapi(), indent=2, ensure_ascii=False) + "\n"
+    if write:
+        (ROOT / "openapi" / "openapi.json").write_text(text, encoding="utf-8")
+        typer.echo("wrote openapi/openapi.json", err=True)
+    else:
+        sys.stdout.write(text)
+
+
+@db_app.command("upgrade")
+def db_upgrade(database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://...")) -> None:
+    """Apply every pending migration."""
+    from gateway.storage.db import create_engines, current_revision, migrate
+
+    settings = _settings(database_url=database_url)
+
+    async def main() -> str | None:
+        engines = create_engines(settings.database_url)
+        try:
+            await migrate(engines)
+            return await current_revision(engines)
+        finally:
+            await engines.dispose()
+
+    typer.echo(f"schema at revision {asyncio.run(main())}")

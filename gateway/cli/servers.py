@@ -1,0 +1,46 @@
+"""Run several ASGI apps (gateway and simulators) on loopback ports in one event loop."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import uvicorn
+
+from adapters.mio.simulator import create_app as mio_app
+from adapters.probation.simulator import create_app as probation_app
+from gateway.mapping import Mappings
+
+
+def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:
+    config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
+                            lifespan="on", log_config=None)
+    return uvicorn.Server(config)
+
+
+def simulator_servers(mappings: Mappings, *, gateway_url: str) -> list[tuple[str, uvicorn.Server]]:
+    """One simulator per configured instance whose base_url is on this machine."""
+    factories = {
+        "mio": lambda name: mio_app(name=name, callback_url=f"{gateway_url}/v1/inbound/mio"),
+        "probation": lambda name: probation_app(name=name),
+    }
+    servers = []
+    for inst in mappings.counterparts.instances:
+        host = inst.base_url.host or ""
+        if inst.counterpart not in factories or host not in ("127.0.0.1", "localhost", "::1"):
+            continue
+        servers.append((f"{inst.name} {inst.url}", server(factories[inst.counterpart](inst.name), host=host,
+                                                           port=inst.base_url.port or 80)))
+    return servers
+
+
+async def serve_all(servers: list[uvicorn.Server]) -> None:
+    tasks = [asyncio.create_task(s.serve()) for s in servers]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            t.result()
+    finally:
+        for s in servers:
+            s.should_exit = True
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,33 @@
+"""Settings from the environment (GATEWAY_*), built on demand, never at import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
+
+    database_url: str = Field(f"sqlite+aiosqlite:///{ROOT / 'var' / 'gateway.db'}",
+                              description="SQLite (default) or postgresql+asyncpg://...")
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str | None = Field(None, description="where clients reach this gateway; for status URLs")
+    mappings_dir: Path = ROOT / "mappings"
+    counterparts_file: Path | None = Field(None, description="counterpart instances; default mappings/counterparts.yaml")
+    auto_migrate: bool = True
+    worker: bool = Field(True, description="run the delivery worker inside `gateway serve`")
+    worker_concurrency: int = Field(64, ge=1, le=4096)
+    worker_poll_interval_s: float = Field(0.5, gt=0)
+    worker_lease_s: float = Field(60.0, gt=0, description="a claim older than this is taken over (crashed worker)")
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    log_level: str = "INFO"
+
+    @property
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

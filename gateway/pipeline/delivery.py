@@ -1,0 +1,307 @@
+"""The delivery worker: claims due deliveries, encodes, sends, retries by policy, records every attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from pydantic import ValidationError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from gateway.canonical.errors import GatewayError, WireDecodeError
+from gateway.canonical.messages import AnyMessage, parse_message
+from gateway.mapping import Instance, Mappings
+from gateway.observability import Metrics
+from gateway.pipeline.accept import Accepter, Incoming
+from gateway.pipeline.ports import Adapter, Clock, DecodeContext, WireRequest, WireResponse
+from gateway.pipeline.retry import (
+    CircuitBreaker,
+    DeliveryFailure,
+    RetryDecider,
+    classify_status,
+    classify_transport_error,
+    parse_retry_after,
+)
+from gateway.pipeline.transport import Transport
+from gateway.storage.store import ClaimedDelivery, Store
+
+log = logging.getLogger("gateway.delivery")
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    concurrency: int = 64
+    poll_interval_s: float = 0.5
+    lease_s: float = 60.0
+
+
+@dataclass
+class _Attempt:
+    delivery: ClaimedDelivery
+    instance: Instance | None
+    sent_at: datetime | None = None
+    responded_at: datetime | None = None
+    request_bytes: int = 0
+    response: WireResponse | None = None
+    failure: DeliveryFailure | None = None
+    replies: tuple[AnyMessage, ...] = ()
+
+
+class DeliveryWorker:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        accepter: Accepter,
+        adapters: dict[str, Adapter],
+        mappings: Mappings,
+        transport: Transport,
+        clock: Clock,
+        metrics: Metrics,
+        settings: WorkerSettings = WorkerSettings(),
+    ) -> None:
+        self.store = store
+        self.accepter = accepter
+        self.adapters = adapters
+        self.mappings = mappings
+        self.transport = transport
+        self.clock = clock
+        self.metrics = metrics
+        self.settings = settings
+        self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
+        self.breaker = CircuitBreaker()
+        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
+        self._wake = asyncio.Event()
+        self._in_flight: Counter[str] = Counter()
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._main: asyncio.Task | None = None
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._main = asyncio.create_task(self.run(), name="delivery-worker")
+
+    async def stop(self, *, grace_s: float = 5.0) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._main:
+            await self._main
+        if self._tasks:
+            # Unfinished attempts keep their claim; the lease brings them back after a restart.
+            await asyncio.wait(self._tasks, timeout=grace_s)
+
+    async def run(self) -> None:
+        log.info("delivery worker started", extra={"worker": self.worker_id})
+        while not self._stopping:
+            try:
+                claimed = await self._claim()
+            except Exception:  # noqa: BLE001
+                log.exception("claiming deliveries failed; retrying")
+                claimed = 0
+                await asyncio.sleep(self.settings.poll_interval_s)
+            if claimed == 0 or self._total_in_flight() >= self.settings.concurrency:
+                self._wake.clear()
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_for())
+                except asyncio.TimeoutError:
+                    pass
+
+    async def run_until_idle(self, *, timeout_s: float = 30.0) -> None:
+        """Deliver until nothing is due or in flight (for `gateway worker --once` and tests)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            claimed = await self._claim()
+            if claimed == 0 and not self._tasks:
+                return
+            await asyncio.sleep(0.01)
+
+    # --- claiming ----------------------------------------------------------------------------
+
+    def _total_in_flight(self) -> int:
+        return sum(self._in_flight.values())
+
+    async def _idle_for(self) -> float:
+        if self._tasks:
+            return self.settings.poll_interval_s
+        due = await self.store.next_due()
+        if due is None:
+            return self.settings.poll_interval_s
+        return min(self.settings.poll_interval_s, max(0.0, (due - self.clock()).total_seconds()))
+
+    async def _claim(self) -> int:
+        free = self.settings.concurrency - self._total_in_flight()
+        if free <= 0:
+            return 0
+        mono = time.monotonic()
+        exclude = []
+        for inst in self.mappings.counterparts.instances:
+            limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
+            if self.breaker.blocked(inst.name, now=mono) or self._in_flight[inst.name] >= limit:
+                exclude.append(inst.name)
+        now = self.clock()
+        claimed = await self.store.claim(
+            worker=self.worker_id,
+            now=now,
+            limit=free,
+            lease=timedelta(seconds=self.settings.lease_s),
+            exclude=exclude,
+        )
+        for delivery in claimed:
+            self._in_flight[delivery.instance] += 1
+            task = asyncio.create_task(self._deliver(delivery))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        self.metrics.in_flight.set(self._total_in_flight())
+        return len(claimed)
+
+    # --- one attempt -------------------------------------------------------------------------
+
+    async def _deliver(self, delivery: ClaimedDelivery) -> None:
+        try:
+            attempt = await self._attempt(delivery)
+            await self._record(attempt)
+        except Exception:  # noqa: BLE001
+            # The claim stays; its lease brings the delivery back. Nothing is lost.
+            log.exception("recording a delivery attempt failed", extra={"delivery_id": delivery.id})
+        finally:
+            self._in_flight[delivery.instance] -= 1
+            self.metrics.in_flight.set(self._total_in_flight())
+            self._wake.set()
+
+    async def _attempt(self, delivery: ClaimedDelivery) -> _Attempt:
+        instance = self.mappings.instance(delivery.instance)
+        attempt = _Attempt(delivery, instance)
+        if instance is None or not instance.enabled:
+            attempt.failure = DeliveryFailure(f"instance {delivery.instance} is not configured or disabled",
+                                              retryable=False)
+            return attempt
+        adapter = self.adapters.get(instance.counterpart)
+        try:
+            message = parse_message(delivery.content)
+            if adapter is None:
+                raise GatewayError(f"no adapter for counterpart {instance.counterpart}")
+            wire: WireRequest = adapter.encode(message, mappings=self.mappings, instance=instance)
+        except (GatewayError, ValidationError, ValueError, KeyError) as exc:
+            attempt.failure = DeliveryFailure(f"cannot encode for {instance.counterpart}: {exc}", retryable=False)
+            return attempt
+        attempt.request_bytes = len(wire.body)
+        attempt.sent_at = self.clock()
+        try:
+            response = await self.transport.send(instance, wire)
+        except Exception as exc:  # noqa: BLE001
+            attempt.responded_at = self.clock()
+            attempt.failure = classify_transport_error(exc)
+            return attempt
+        attempt.responded_at = self.clock()
+        attempt.response = response
+        if 200 <= response.status < 300:
+            try:
+                attempt.replies = tuple(
+                    adapter.decode_response(
+                        response,
+                        mappings=self.mappings,
+                        request=message,
+                        context=DecodeContext(received_at=attempt.responded_at),
+                    )
+                )
+            except (WireDecodeError, ValidationError, ValueError, KeyError) as exc:
+                attempt.failure = DeliveryFailure(f"undecodable reply from {instance.name}: {exc}", retryable=False)
+        else:
+            retry_after = parse_retry_after(response.header("retry-after"), now=attempt.responded_at)
+            attempt.failure = classify_status(response.status, policy=instance.retry, retry_after=retry_after)
+        return attempt
+
+    async def _record(self, attempt: _Attempt) -> None:
+        d = attempt.delivery
+        now = self.clock()
+        labels = (d.counterpart, d.instance)
+        next_at: datetime | None = None
+        if attempt.failure is None:
+            state, reason = "delivered", None
+        else:
+            decider = self._deciders.get(d.instance)
+            first = d.first_attempt_at or attempt.sent_at or now
+            decision = (
+                decider.decide(attempt.failure, attempt=d.attempts, first_attempt_at=first, now=now)
+                if decider
+                else None
+            )
+            if decision is not None and decision.retry_in is not None:
+                state, reason = "pending", decision.reason
+                next_at = now + timedelta(seconds=decision.retry_in)
+            else:
+                state, reason = "dead", decision.reason if decision else attempt.failure.reason
+        status = attempt.response.status if attempt.response else None
+        exchange = {
+            "message_id": d.message_id,
+            "delivery_id": d.id,
+            "hop": "attempt",
+            "peer": d.instance,
+            "attempt": d.attempts,
+            "request_out_at": attempt.sent_at,
+            "response_in_at": attempt.responded_at,
+            "response_out_at": now,
+            "request_bytes": attempt.request_bytes,
+            "response_bytes": len(attempt.response.body) if attempt.response else None,
+            "status_code": status,
+            "result": {"delivered": "delivered", "pending": "retry", "dead": "dead"}[state],
+            "error": reason,
+        }
+
+        async def job(conn: AsyncConnection) -> list:
+            owned = await self.store.finish_attempt(
+                conn, d.id, worker=self.worker_id, state=state, now=now, next_attempt_at=next_at,
+                status=status, reason=reason,
+            )
+            await self.store.insert_exchange(conn, exchange)
+            if not owned:
+                return []
+            return [
+                await self.accepter.accept_in(
+                    conn, Incoming(message=reply, source=d.instance, received_at=attempt.responded_at or now,
+                                   request_bytes=len(attempt.response.body) if attempt.response else 0,
+                                   hop="reply"),
+                )
+                for reply in attempt.replies
+            ]
+
+        accepted = await self.store.committer.run(job)
+        for result in accepted:
+            self.accepter.notify(result)
+        self._account(attempt, state, labels, now)
+
+    def _account(self, attempt: _Attempt, state: str, labels: tuple[str, str], now: datetime) -> None:
+        d = attempt.delivery
+        instance = attempt.instance
+        mono = time.monotonic()
+        if attempt.sent_at and attempt.responded_at:
+            self.metrics.attempt_latency.labels(*labels).observe((attempt.responded_at - attempt.sent_at).total_seconds())
+        if state == "delivered":
+            self.metrics.delivered.labels(*labels).inc()
+            if instance:
+                self.breaker.success(instance.name)
+                self.metrics.breaker_open.labels(instance.name).set(0)
+        elif state == "pending":
+            self.metrics.retried.labels(*labels).inc()
+        else:
+            self.metrics.dead.labels(*labels).inc()
+        if attempt.failure and attempt.failure.retryable and instance:
+            if self.breaker.failure(instance.name, instance.breaker, now=mono):
+                self.metrics.breaker_open.labels(instance.name).set(1)
+                log.warning("circuit opened", extra={"instance": instance.name})
+        log.info(
+            "delivery attempt",
+            extra={"delivery_id": d.id, "message_id": d.message_id, "instance": d.instance,
+                   "attempt": d.attempts, "outcome": state,
+                   "status": attempt.response.status if attempt.response else None,
+                   "error": attempt.failure.reason if attempt.failure else None},
+        )

@@ -1,0 +1,34 @@
+"""Callbacks from counterparts: decoded by their adapter, then accepted through the one pipeline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from pydantic import ValidationError
+
+from gateway.canonical.errors import UnknownCounterpart, WireDecodeError
+from gateway.pipeline.accept import Accepted
+from gateway.pipeline.ports import DecodeContext, WireRequest
+
+if TYPE_CHECKING:
+    from gateway.bootstrap import Container
+
+
+async def receive_callback(
+    *, container: Container, counterpart: str, method: str, path: str,
+    headers: tuple[tuple[str, str], ...], body: bytes,
+) -> list[Accepted]:
+    adapter = container.adapters.get(counterpart)
+    if adapter is None or counterpart == "probation":
+        raise UnknownCounterpart(f"no counterpart {counterpart!r} sends callbacks here")
+    request = WireRequest(method, path, headers, body)
+    try:
+        messages = adapter.decode_callback(
+            request, mappings=container.mappings, context=DecodeContext(received_at=container.clock())
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise WireDecodeError(f"the callback does not make a valid canonical message: {problems}") from exc
+    return [
+        await container.accepter.accept(message=m, source=counterpart, request_bytes=len(body)) for m in messages
+    ]

@@ -1,0 +1,77 @@
+"""Ports of the pipeline: wire envelopes, the adapter protocol, clock and id seams."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Callable, Protocol
+
+if TYPE_CHECKING:
+    from gateway.canonical.messages import AnyMessage
+    from gateway.mapping import Instance, Mappings
+
+
+@dataclass(frozen=True, slots=True)
+class WireRequest:
+    """Bytes as they go on the wire; signing, sending and logging work on this, never on adapters."""
+
+    method: str
+    path: str
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+
+@dataclass(frozen=True, slots=True)
+class WireResponse:
+    status: int
+    headers: tuple[tuple[str, str], ...] = ()
+    body: bytes = b""
+
+    def header(self, name: str) -> str | None:
+        lname = name.lower()
+        return next((v for k, v in self.headers if k.lower() == lname), None)
+
+
+@dataclass(frozen=True, slots=True)
+class DecodeContext:
+    """What a pure decode may need from outside: the gateway's clock reading, injected."""
+
+    received_at: datetime
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Adapter(Protocol):
+    """Translates canonical messages to one counterpart's wire format and back, without I/O."""
+
+    counterpart: str
+
+    def encode(self, message: AnyMessage, *, mappings: Mappings, instance: Instance) -> WireRequest: ...
+
+    def decode_response(
+        self, response: WireResponse, *, mappings: Mappings, request: AnyMessage, context: DecodeContext
+    ) -> list[AnyMessage]: ...
+
+    def decode_callback(
+        self, request: WireRequest, *, mappings: Mappings, context: DecodeContext
+    ) -> list[AnyMessage]: ...
+
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+# Replies derived from a request get ids derived from the request's id, so a retried exchange
+# yields the same reply id and the store drops the duplicate.
+REPLY_NAMESPACE = uuid.UUID("6f1d7c1e-3b7a-4c53-9a55-2f0c7f6f2b10")
+
+
+def derived_message_id(source_id: uuid.UUID | str, suffix: str) -> uuid.UUID:
+    return uuid.uuid5(REPLY_NAMESPACE, f"{source_id}/{suffix}")

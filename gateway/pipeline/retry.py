@@ -1,0 +1,147 @@
+"""Retry decisions with tenacity's strategies over persisted attempt state, and a per-instance circuit breaker."""
+
+from __future__ import annotations
+
+import email.utils
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import httpx
+import tenacity
+from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_random_exponential
+
+from gateway.mapping import BreakerPolicy, RetryPolicy
+
+
+class DeliveryFailure(Exception):
+    """One failed attempt; `retryable` says whether policy may try again."""
+
+    def __init__(self, reason: str, *, retryable: bool, status: int | None = None, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retryable = retryable
+        self.status = status
+        self.retry_after = retry_after
+
+
+def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
+    """RFC 9110 Retry-After: delta-seconds or an HTTP-date; None when absent or unreadable."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - now).total_seconds())
+
+
+def classify_transport_error(exc: Exception) -> DeliveryFailure:
+    # Connection resets count with connect errors: the counterpart drops a repeat by message id.
+    if isinstance(exc, httpx.TimeoutException):
+        return DeliveryFailure(f"timeout: {type(exc).__name__}", retryable=True)
+    if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+        return DeliveryFailure(f"connection error: {type(exc).__name__}", retryable=True)
+    return DeliveryFailure(f"transport error: {type(exc).__name__}: {exc}", retryable=False)
+
+
+def classify_status(status: int, *, policy: RetryPolicy, retry_after: float | None) -> DeliveryFailure:
+    if status in policy.retry_statuses:
+        return DeliveryFailure(f"counterpart answered {status}", retryable=True, status=status, retry_after=retry_after)
+    return DeliveryFailure(f"counterpart answered {status}", retryable=False, status=status)
+
+
+class wait_retry_after(tenacity.wait.wait_base):
+    """The counterpart's Retry-After (clamped) when it gave one, else the fallback strategy."""
+
+    def __init__(self, fallback: tenacity.wait.wait_base, *, clamp: float) -> None:
+        self.fallback = fallback
+        self.clamp = clamp
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        exc = retry_state.outcome.exception() if retry_state.outcome else None
+        if isinstance(exc, DeliveryFailure) and exc.retry_after is not None:
+            return min(max(exc.retry_after, 0.0), self.clamp)
+        return self.fallback(retry_state)
+
+
+@dataclass(frozen=True)
+class Decision:
+    retry_in: float | None  # seconds until the next attempt; None means dead letter
+    reason: str
+
+
+class RetryDecider:
+    """Evaluates tenacity's stop/wait strategies against the attempt state kept in the store."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.wait = wait_retry_after(
+            wait_random_exponential(multiplier=policy.base_delay_s, max=policy.max_delay_s),
+            clamp=policy.retry_after_max_s,
+        )
+        self.stop = stop_after_attempt(policy.max_attempts) | stop_after_delay(policy.deadline_s)
+
+    def decide(self, failure: DeliveryFailure, *, attempt: int, first_attempt_at: datetime, now: datetime) -> Decision:
+        if not failure.retryable:
+            return Decision(None, failure.reason)
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = attempt
+        state.set_exception((type(failure), failure, None))
+        # Elapsed time comes from the store, so a restarted process keeps counting from the first attempt.
+        state.start_time = state.outcome_timestamp - (now - first_attempt_at).total_seconds()  # type: ignore[operator]
+        if self.stop(state):
+            if attempt >= self.policy.max_attempts:
+                return Decision(None, f"{failure.reason}; gave up after {attempt} attempts")
+            return Decision(None, f"{failure.reason}; delivery deadline of {self.policy.deadline_s:.0f} s passed")
+        delay = self.wait(state)
+        elapsed = (now - first_attempt_at).total_seconds()
+        if elapsed + delay > self.policy.deadline_s:
+            return Decision(None, f"{failure.reason}; next attempt would fall after the delivery deadline")
+        return Decision(delay, failure.reason)
+
+
+class CircuitBreaker:
+    """Per-instance breaker: a counterpart that keeps failing is left alone for a while, others go on."""
+
+    def __init__(self) -> None:
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self._half_open: set[str] = set()
+
+    def blocked(self, instance: str, *, now: float) -> bool:
+        until = self._open_until.get(instance)
+        if until is None:
+            return False
+        if now >= until:
+            self._half_open.add(instance)
+            return False
+        return True
+
+    def is_half_open(self, instance: str) -> bool:
+        return instance in self._half_open
+
+    def state(self, instance: str, *, now: float) -> str:
+        if self.blocked(instance, now=now):
+            return "open"
+        return "half_open" if instance in self._half_open else "closed"
+
+    def success(self, instance: str) -> None:
+        self._failures.pop(instance, None)
+        self._open_until.pop(instance, None)
+        self._half_open.discard(instance)
+
+    def failure(self, instance: str, policy: BreakerPolicy, *, now: float) -> bool:
+        """Count a failure; True when this failure opened the breaker."""
+        count = self._failures.get(instance, 0) + 1
+        self._failures[instance] = count
+        if instance in self._half_open or count >= policy.failure_threshold:
+            self._half_open.discard(instance)
+            self._open_until[instance] = now + policy.reset_after_s
+            self._failures[instance] = 0
+            return True
+        return False

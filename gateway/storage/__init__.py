@@ -1,0 +1,1 @@
+"""Storage: SQLAlchemy Core tables, the store and Alembic migrations (SQLite and PostgreSQL)."""

@@ -1,0 +1,128 @@
+"""Tables of the store; the Alembic migrations create exactly these."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware datetimes in, aware UTC datetimes out, whatever the backend keeps."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store")
+        value = value.astimezone(timezone.utc)
+        # SQLite compares these as text: keep one format (naive UTC) so ordering is right.
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect):  # noqa: ANN001
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+metadata = MetaData()
+
+messages = Table(
+    "messages",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False, unique=True),
+    Column("type", String(40), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("content_hash", String(64), nullable=False),
+    Column("content", LargeBinary, nullable=False),
+    Column("accept_response", Text, nullable=False),
+)
+Index("ix_messages_case", messages.c.case_id)
+
+cases = Table(
+    "cases",
+    metadata,
+    Column("case_id", String(128), primary_key=True),
+    Column("region", String(8), nullable=False),
+    Column("registered_message_id", String(36), nullable=False),
+)
+
+referrals = Table(
+    "referrals",
+    metadata,
+    Column("referral_id", String(128), primary_key=True),
+    Column("case_id", String(128), nullable=False),
+    Column("kind", String(40), nullable=False),
+    Column("risk_id", String(128)),
+    Column("request_message_id", String(36), nullable=False),
+    Column("status", String(20), nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+deliveries = Table(
+    "deliveries",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("counterpart", String(20), nullable=False),
+    Column("instance", String(64)),
+    # pending -> in_flight -> delivered | pending (retry) | dead; parked while no instance serves it
+    Column("state", String(12), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("first_attempt_at", UTCDateTime),
+    Column("lease_until", UTCDateTime),
+    Column("claimed_by", String(40)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("finished_at", UTCDateTime),
+    Column("last_status", Integer),
+    Column("reason", Text),
+)
+Index("ix_deliveries_due", deliveries.c.state, deliveries.c.next_attempt_at)
+Index("ix_deliveries_message", deliveries.c.message_id)
+Index("ix_deliveries_case_state", deliveries.c.case_id, deliveries.c.state)
+
+# One row per hop, with the timestamps X-Road's operational monitoring keeps.
+exchanges = Table(
+    "exchanges",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("message_id", String(36)),
+    Column("delivery_id", BigInteger),
+    # received: from a sender (client or counterpart callback); attempt: one try towards a counterpart
+    Column("hop", String(12), nullable=False),
+    Column("peer", String(100), nullable=False),
+    Column("attempt", Integer),
+    Column("request_in_at", UTCDateTime),
+    Column("request_out_at", UTCDateTime),
+    Column("response_in_at", UTCDateTime),
+    Column("response_out_at", UTCDateTime),
+    Column("request_bytes", Integer),
+    Column("response_bytes", Integer),
+    Column("status_code", Integer),
+    Column("result", String(16), nullable=False),
+    Column("error", Text),
+)
+Index("ix_exchanges_message", exchanges.c.message_id)

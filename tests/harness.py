@@ -1,0 +1,173 @@
+"""Test harness: real servers on loopback (in a thread or a child process) and stack configuration."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+import yaml
+
+from adapters.mio.simulator import create_app as mio_app
+from adapters.probation.simulator import create_app as probation_app
+from gateway.api.app import create_app
+from gateway.config import ROOT, Settings
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+def free_port() -> int:
+    with bound_socket() as s:
+        return s.getsockname()[1]
+
+
+class ThreadServer:
+    """An ASGI app served by uvicorn on a loopback socket, in a thread with its own event loop."""
+
+    def __init__(self, app: Any, sock: socket.socket | None = None) -> None:
+        self.app = app
+        self.sock = sock or bound_socket()
+        self.port = self.sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                                    log_config=None))
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        asyncio.run(self.server.serve(sockets=[self.sock]))
+
+    def start(self) -> "ThreadServer":
+        self.thread.start()
+        deadline = time.monotonic() + 20
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("server did not start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+        self.sock.close()
+
+
+def write_counterparts(path: Path, instances: list[dict[str, Any]]) -> Path:
+    path.write_text(yaml.safe_dump({"version": 1, "instances": instances}, allow_unicode=True), encoding="utf-8")
+    return path
+
+
+FAST_RETRY = {"max_attempts": 6, "base_delay_s": 0.05, "max_delay_s": 2.0, "deadline_s": 120, "retry_after_max_s": 10}
+
+
+@dataclass
+class Stack:
+    """Gateway + МИО simulator (region KZ-35) + Probation IS receiver, all on real loopback HTTP."""
+
+    tmp: Path
+    database_url: str
+    retry: dict[str, Any] = field(default_factory=lambda: dict(FAST_RETRY))
+    worker_env: dict[str, str] = field(default_factory=dict)
+    gateway_sock: socket.socket = field(default_factory=bound_socket)
+    servers: list[ThreadServer] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.gateway_port = self.gateway_sock.getsockname()[1]
+        self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
+        self.mio = ThreadServer(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio")).start()
+        self.probation = ThreadServer(probation_app()).start()
+        self.servers += [self.mio, self.probation]
+        self.counterparts = write_counterparts(
+            self.tmp / "counterparts.yaml",
+            [
+                {"name": "probation", "counterpart": "probation", "base_url": self.probation.url,
+                 "retry": self.retry, "timeout_s": 5},
+                {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": self.mio.url,
+                 "retry": self.retry, "timeout_s": 5},
+            ],
+        )
+
+    def settings(self, **overrides: Any) -> Settings:
+        values: dict[str, Any] = dict(database_url=self.database_url, counterparts_file=self.counterparts,
+                                      public_url=self.gateway_url, worker_poll_interval_s=0.1)
+        values.update(overrides)
+        return Settings(**values)
+
+    def start_gateway(self, **overrides: Any) -> ThreadServer:
+        gw = ThreadServer(create_app(self.settings(**overrides)), sock=self.gateway_sock).start()
+        self.servers.append(gw)
+        self.gateway = gw
+        return gw
+
+    def env(self, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env.update(
+            GATEWAY_DATABASE_URL=self.database_url,
+            GATEWAY_COUNTERPARTS_FILE=str(self.counterparts),
+            GATEWAY_WORKER_POLL_INTERVAL_S="0.1",
+            GATEWAY_LOG_LEVEL="WARNING",
+        )
+        env.update(extra)
+        return env
+
+    def spawn_gateway(self, port: int, **env: str) -> subprocess.Popen:
+        """A gateway in its own process (to kill it, or to run two on one database)."""
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+            env=self.env(GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port}", **env),
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.tmp / f"gateway-{port}.log", "ab"),
+        )
+        wait_ready(f"http://127.0.0.1:{port}", proc=proc)
+        return proc
+
+    def close(self) -> None:
+        for s in reversed(self.servers):
+            s.stop()
+
+
+def wait_ready(url: str, *, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gateway process exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s")
+
+
+def wait_for(predicate: Any, *, timeout: float = 20, interval: float = 0.05, what: str = "condition") -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(interval)
+
+
+def sim_stats(sim: ThreadServer) -> dict[str, Any]:
+    return httpx.get(f"{sim.url}/_sim/stats").json()
+
+
+def sim_config(sim: ThreadServer, **cfg: Any) -> None:
+    httpx.post(f"{sim.url}/_sim/config", json=cfg).raise_for_status()

@@ -1,0 +1,120 @@
+"""A referral crosses the gateway over real HTTP: delivered, retried by policy, dead-lettered, called back."""
+
+from __future__ import annotations
+
+import statistics
+
+import httpx
+
+from gateway.samples import SampleCases
+from tests.harness import Stack, sim_config, sim_stats, wait_for, write_counterparts
+
+
+def _register_and_refer(stack: Stack, samples: SampleCases, *, region: str = "KZ-35") -> tuple[dict, dict]:
+    while True:
+        case = samples.case()[0]
+        if case["body"]["region"] == region:
+            break
+    referral = samples.shelter_referral(case["case_id"])
+    for message in (case, referral):
+        r = httpx.post(f"{stack.gateway_url}/v1/messages", json=message)
+        assert r.status_code == 202, r.text
+    return case, referral
+
+
+def _status(stack: Stack, message_id: str) -> dict:
+    r = httpx.get(f"{stack.gateway_url}/v1/messages/{message_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_referral_delivered_called_back_and_reported_to_probation(stack: Stack) -> None:
+    stack.start_gateway()
+    samples = SampleCases(seed=1)
+    case, referral = _register_and_refer(stack, samples)
+
+    done = wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered" and
+                    _status(stack, referral["message_id"]), what="referral delivered")
+    assert done["deliveries"][0]["instance"] == "mio-kz-35"
+    hops = [h["hop"] for h in done["timeline"]]
+    assert hops == ["received", "attempt"]
+    attempt = done["timeline"][1]
+    assert attempt["status_code"] == 201 and attempt["request_out_at"] <= attempt["response_in_at"]
+
+    # МИО accepted synchronously, then called back `REFERRAL_COMPLETED`; both reach the Probation IS.
+    def probation_got() -> list[dict]:
+        got = httpx.get(f"{stack.probation.url}/_sim/received").json()
+        types = {m["type"] for m in got if m["body"].get("referral_id") == referral["body"]["referral_id"]}
+        return got if {"referral.accepted", "referral.completed"} <= types else []
+
+    got = wait_for(probation_got, what="replies at the Probation IS")
+    completed = next(m for m in got if m["type"] == "referral.completed")
+    assert completed["case_id"] == case["case_id"]
+    mio_received = httpx.get(f"{stack.mio.url}/_sim/received").json()
+    assert [m["requestId"] for m in mio_received] == [referral["message_id"]]
+    # case.registered goes nowhere: it is stored, not delivered.
+    assert _status(stack, case["message_id"])["status"] == "stored"
+
+
+def test_503_three_times_then_200_is_delivered_once_with_growing_delays(stack: Stack) -> None:
+    stack.retry.update(base_delay_s=0.2, max_delay_s=5, max_attempts=6)
+    write_counterparts(stack.counterparts, [
+        {"name": "probation", "counterpart": "probation", "base_url": stack.probation.url},
+        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": stack.mio.url,
+         "retry": stack.retry, "breaker": {"failure_threshold": 1000}},
+    ])
+    sim_config(stack.mio, per_message=[503, 503, 503], callbacks=False)
+    stack.start_gateway()
+    samples = SampleCases(seed=2)
+    referrals = [_register_and_refer(stack, samples)[1] for _ in range(20)]
+
+    wait_for(lambda: all(_status(stack, r["message_id"])["status"] == "delivered" for r in referrals),
+             timeout=60, what="all delivered")
+    stats = sim_stats(stack.mio)
+    assert stats["unique_messages"] == 20 and stats["processed_twice"] == []
+    gaps: list[list[float]] = []
+    for r in referrals:
+        times = stats["attempts"][r["message_id"]]
+        assert len(times) == 4  # three 503s, then the 200
+        gaps.append([b - a for a, b in zip(times, times[1:])])
+        status = _status(stack, r["message_id"])
+        assert [h["status_code"] for h in status["timeline"] if h["hop"] == "attempt"] == [503, 503, 503, 201]
+        # Full jitter: each wait is drawn from [0, base * 2^(n-1)] (plus processing time).
+        for n, gap in enumerate(gaps[-1], start=1):
+            assert gap <= 0.2 * 2 ** (n - 1) + 0.25
+    means = [statistics.mean(g[i] for g in gaps) for i in range(3)]
+    assert means[0] < means[1] < means[2], means
+
+
+def test_400_is_dead_lettered_at_once(stack: Stack) -> None:
+    sim_config(stack.mio, per_message=[400], callbacks=False)
+    stack.start_gateway()
+    _, referral = _register_and_refer(stack, SampleCases(seed=3))
+    status = wait_for(lambda: (s := _status(stack, referral["message_id"]))["status"] == "dead_letter" and s,
+                      what="dead letter")
+    delivery = status["deliveries"][0]
+    assert delivery["state"] == "dead" and delivery["attempts"] == 1 and delivery["last_status"] == 400
+    assert "400" in delivery["reason"]
+    assert len(sim_stats(stack.mio)["attempts"][referral["message_id"]]) == 1
+
+
+def test_retry_after_is_honoured(stack: Stack) -> None:
+    sim_config(stack.mio, per_message=[503], retry_after="2", callbacks=False)
+    stack.start_gateway()
+    _, referral = _register_and_refer(stack, SampleCases(seed=4))
+    wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", timeout=30,
+             what="delivered after Retry-After")
+    first, second = sim_stats(stack.mio)["attempts"][referral["message_id"]]
+    assert second - first >= 2.0
+
+
+def test_referral_for_unknown_region_is_parked_then_routed_when_the_case_arrives(stack: Stack) -> None:
+    stack.start_gateway()
+    samples = SampleCases(seed=5)
+    case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
+    referral = samples.shelter_referral(case["case_id"])
+    assert httpx.post(f"{stack.gateway_url}/v1/messages", json=referral).status_code == 202
+    parked = wait_for(lambda: (s := _status(stack, referral["message_id"]))["status"] == "parked" and s)
+    assert "region is unknown" in parked["deliveries"][0]["reason"]
+    assert httpx.post(f"{stack.gateway_url}/v1/messages", json=case).status_code == 202
+    wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", what="unparked")
