@@ -95,17 +95,31 @@ class BodyLimit:
                 if too_big:
                     return await self._refuse(scope, receive, send)
         seen = 0
+        too_big = False
 
         async def limited_receive() -> dict:
-            nonlocal seen
+            nonlocal seen, too_big
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    too_big = True
                     raise PayloadTooLarge(f"the body is larger than {self.max_bytes} bytes")
             return message
 
-        await self.app(scope, limited_receive, send)
+        replaced = False
+
+        async def guarded_send(message: dict) -> None:
+            # FastAPI turns an error raised while it reads a body into a 400 "error parsing the body":
+            # once the limit was hit, whatever the app answers, the client gets the 413 problem.
+            nonlocal replaced
+            if message["type"] == "http.response.start" and too_big:
+                replaced = True
+                await self._refuse(scope, receive, send)
+            elif not replaced:
+                await send(message)
+
+        await self.app(scope, limited_receive, guarded_send)
 
     async def _refuse(self, scope: dict, receive: Any, send: Any) -> None:
         response = problem(413, PayloadTooLarge.slug, PayloadTooLarge.title,

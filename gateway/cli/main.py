@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import signal
 import sys
 from pathlib import Path
@@ -46,7 +47,8 @@ def serve(
         container = build(settings)
     except ConfigError as exc:
         _fail(str(exc))
-    typer.echo(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})", err=True)
+    # Through logging, not a bare echo: once logging is configured, stderr carries JSON lines only.
+    logging.getLogger("gateway").info(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})")
     asyncio.run(serve_all([server(create_app(settings, container=container), host=settings.host,
                                   port=settings.port, log_level=settings.log_level.lower())]))
 

@@ -1,4 +1,4 @@
-"""Accepting a canonical message: stored, routed and queued in one transaction, exactly once per message_id."""
+"""Accepting canonical messages: stored, routed and queued in one transaction, exactly once per message_id."""
 
 from __future__ import annotations
 
@@ -39,6 +39,12 @@ class Accepted:
     queued: int = 0
 
 
+def _conflict(message_id: str) -> MessageConflict:
+    return MessageConflict(
+        f"message_id {message_id} was accepted before with other content; a new message needs a new message_id"
+    )
+
+
 class Accepter:
     def __init__(self, *, store: Store, router: Router, clock: Clock, status_url: Callable[[str], str]) -> None:
         self.store = store
@@ -51,7 +57,7 @@ class Accepter:
         now = self.clock()
         check_not_in_future(message, now=now)
         incoming = Incoming(message=message, source=source, received_at=now, request_bytes=request_bytes)
-        result = await self.store.committer.run(lambda conn: self.accept_in(conn, incoming))
+        result = await self.store.committer.submit(self.accept_many, incoming)
         self.notify(result)
         return result
 
@@ -59,104 +65,120 @@ class Accepter:
         for listener in self.listeners:
             listener(result)
 
-    async def accept_in(self, conn: AsyncConnection, incoming: Incoming) -> Accepted:
-        """The transactional core, also used when a delivery's reply is recorded with its attempt."""
-        msg = incoming.message
-        message_id = str(msg.message_id)
-        content = msg.to_json()
-        content_hash = msg.content_hash()
-        response = {
-            "message_id": message_id,
-            "status": "accepted",
-            "received_at": incoming.received_at.isoformat().replace("+00:00", "Z"),
-            "status_url": self.status_url(message_id),
-        }
-        inserted = await self.store.insert_message(
-            conn,
-            {
-                "message_id": message_id,
-                "type": msg.type,
-                "case_id": msg.case_id,
-                "occurred_at": msg.occurred_at,
-                "received_at": incoming.received_at,
-                "source": incoming.source,
-                "content_hash": content_hash,
-                "content": content,
-                "accept_response": orjson.dumps(response).decode(),
-            },
-        )
-        hop = {
-            "message_id": message_id,
-            "hop": incoming.hop,
-            "peer": incoming.source,
-            "request_in_at": incoming.received_at,
-            "request_bytes": incoming.request_bytes,
-        }
-        if not inserted:
-            existing = await self.store.existing_message(conn, message_id)
-            assert existing is not None
-            if existing[0] != content_hash:
-                raise MessageConflict(
-                    f"message_id {message_id} was accepted before with other content;"
-                    " a new message needs a new message_id",
-                )
-            await self.store.insert_exchange(
-                conn, {**hop, "response_out_at": self.clock(), "status_code": 202, "result": "duplicate"}
-            )
-            return Accepted(message_id, msg.type, incoming.source, True, orjson.loads(existing[1]))
+    async def accept_many(self, conn: AsyncConnection, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
+        """The transactional core, also used when a delivery's replies are recorded with its attempt.
 
-        region: str | None
-        if msg.type == "case.registered":
-            region = msg.body.region
-            await self.store.upsert_case(conn, case_id=msg.case_id, region=region, message_id=message_id)
-            await self._unpark(conn, case_id=msg.case_id, region=region, now=incoming.received_at)
-        else:
-            region = await self.store.case_region(conn, msg.case_id)
-        if msg.type == "referral.requested":
-            await self.store.insert_referral(
-                conn,
+        Every statement covers the whole batch; order within the batch is kept (a case registered
+        earlier in the batch routes a referral later in it)."""
+        results: list[Accepted | MessageConflict | None] = [None] * len(batch)
+        rows: list[dict[str, Any]] = []
+        first: dict[str, int] = {}
+        hashes: list[str] = []
+        for i, inc in enumerate(batch):
+            msg = inc.message
+            message_id = str(msg.message_id)
+            content = msg.to_json()
+            hashes.append(msg.content_hash())
+            if message_id in first:  # the same id twice in one batch: the later one is a re-send
+                continue
+            first[message_id] = i
+            response = {
+                "message_id": message_id,
+                "status": "accepted",
+                "received_at": inc.received_at.isoformat().replace("+00:00", "Z"),
+                "status_url": self.status_url(message_id),
+            }
+            rows.append({
+                "message_id": message_id, "type": msg.type, "case_id": msg.case_id,
+                "occurred_at": msg.occurred_at, "received_at": inc.received_at, "source": inc.source,
+                "content_hash": hashes[i], "content": content, "accept_response": orjson.dumps(response).decode(),
+            })
+            results[i] = Accepted(message_id, msg.type, inc.source, False, response)
+        inserted = await self.store.insert_messages(conn, rows)
+        existing = await self.store.existing_messages(conn, [r["message_id"] for r in rows
+                                                             if r["message_id"] not in inserted])
+        new: list[int] = []
+        for i, inc in enumerate(batch):
+            message_id = str(inc.message.message_id)
+            j = first[message_id]
+            if message_id in existing:
+                stored_hash, stored_response = existing[message_id]
+                results[i] = (Accepted(message_id, inc.message.type, inc.source, True, orjson.loads(stored_response))
+                              if stored_hash == hashes[i] else _conflict(message_id))
+            elif j != i:
+                original = results[j]
+                results[i] = (Accepted(message_id, inc.message.type, inc.source, True, original.response)
+                              if hashes[j] == hashes[i] and isinstance(original, Accepted) else _conflict(message_id))
+            else:
+                new.append(i)
+        queued = await self._route(conn, [batch[i] for i in new])
+        for i, count in zip(new, queued):
+            results[i] = Accepted(**{**_fields(results[i]), "queued": count})
+        now = self.clock()
+        await self.store.insert_exchanges(conn, [
+            {
+                "message_id": str(inc.message.message_id), "delivery_id": None, "hop": inc.hop,
+                "peer": inc.source, "attempt": None, "request_in_at": inc.received_at, "request_out_at": None,
+                "response_in_at": None, "response_out_at": now, "request_bytes": inc.request_bytes,
+                "response_bytes": None,
+                "status_code": 202 if isinstance(res, Accepted) else res.status,
+                "result": ("duplicate" if res.duplicate else "accepted") if isinstance(res, Accepted) else "refused",
+                "error": None if isinstance(res, Accepted) else res.slug,
+            }
+            for inc, res in zip(batch, results)
+        ])
+        return results  # type: ignore[return-value]
+
+    async def _route(self, conn: AsyncConnection, batch: list[Incoming]) -> list[int]:
+        """Record cases and referrals, create deliveries; returns how many were queued per message."""
+        registered = [inc for inc in batch if inc.message.type == "case.registered"]
+        await self.store.upsert_cases(conn, [
+            {"case_id": inc.message.case_id, "region": inc.message.body.region,
+             "registered_message_id": str(inc.message.message_id)} for inc in registered
+        ])
+        regions = await self.store.case_regions(conn, {inc.message.case_id for inc in batch})
+        if registered:
+            await self._unpark(conn, {inc.message.case_id for inc in registered}, regions)
+        await self.store.insert_referrals(conn, [
+            {"referral_id": inc.message.body.referral_id, "case_id": inc.message.case_id,
+             "kind": inc.message.body.kind, "risk_id": inc.message.body.risk_id,
+             "request_message_id": str(inc.message.message_id), "status": "requested",
+             "updated_at": inc.received_at}
+            for inc in batch if inc.message.type == "referral.requested"
+        ])
+        await self.store.set_referral_statuses(conn, [
+            {"b_referral_id": inc.message.body.referral_id, "status": REPLY_STATUS[inc.message.type],
+             "updated_at": inc.received_at}
+            for inc in batch if inc.message.type in REPLY_STATUS
+        ])
+        deliveries: list[dict[str, Any]] = []
+        queued: list[int] = []
+        for inc in batch:
+            msg = inc.message
+            routes = self.router.routes(msg, region=regions.get(msg.case_id))
+            queued.append(sum(1 for r in routes if r.instance))
+            deliveries.extend(
                 {
-                    "referral_id": msg.body.referral_id,
-                    "case_id": msg.case_id,
-                    "kind": msg.body.kind,
-                    "risk_id": msg.body.risk_id,
-                    "request_message_id": message_id,
-                    "status": "requested",
-                    "updated_at": incoming.received_at,
-                },
-            )
-        elif msg.type in REPLY_STATUS:
-            await self.store.set_referral_status(
-                conn, referral_id=msg.body.referral_id, status=REPLY_STATUS[msg.type], at=incoming.received_at
-            )
-        routes = self.router.routes(msg, region=region)
-        await self.store.insert_deliveries(
-            conn,
-            [
-                {
-                    "message_id": message_id,
-                    "case_id": msg.case_id,
-                    "counterpart": r.counterpart,
-                    "instance": r.instance,
-                    "state": "pending" if r.instance else "parked",
-                    "attempts": 0,
-                    "next_attempt_at": incoming.received_at,
-                    "created_at": incoming.received_at,
-                    "reason": r.reason,
+                    "message_id": str(msg.message_id), "case_id": msg.case_id, "counterpart": r.counterpart,
+                    "instance": r.instance, "state": "pending" if r.instance else "parked", "attempts": 0,
+                    "next_attempt_at": inc.received_at, "created_at": inc.received_at, "reason": r.reason,
                 }
                 for r in routes
-            ],
-        )
-        await self.store.insert_exchange(
-            conn, {**hop, "response_out_at": self.clock(), "status_code": 202, "result": "accepted"}
-        )
-        return Accepted(message_id, msg.type, incoming.source, False, response, queued=sum(1 for r in routes if r.instance))
+            )
+        await self.store.insert_deliveries(conn, deliveries)
+        return queued
 
-    async def _unpark(self, conn: AsyncConnection, *, case_id: str, region: str, now: datetime) -> None:
-        """Deliveries that waited for this case's region are routed now."""
-        for delivery_id, counterpart, content in await self.store.parked_for_case(conn, case_id):
+    async def _unpark(self, conn: AsyncConnection, case_ids: set[str], regions: dict[str, str]) -> None:
+        """Deliveries that waited for these cases' regions are routed now."""
+        now = self.clock()
+        for delivery_id, counterpart, content in await self.store.parked_for_cases(conn, case_ids):
             parked = parse_message(content)
-            for route in self.router.routes(parked, region=region):
-                if route.counterpart != counterpart:
-                    continue
-                await self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason, now=now)
+            for route in self.router.routes(parked, region=regions.get(parked.case_id)):
+                if route.counterpart == counterpart:
+                    await self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
+                                             now=now)
+
+
+def _fields(result: Accepted | MessageConflict | None) -> dict[str, Any]:
+    assert isinstance(result, Accepted)
+    return {f: getattr(result, f) for f in Accepted.__slots__}

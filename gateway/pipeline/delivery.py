@@ -50,6 +50,10 @@ class _Attempt:
     response: WireResponse | None = None
     failure: DeliveryFailure | None = None
     replies: tuple[AnyMessage, ...] = ()
+    now: datetime | None = None
+    state: str = ""
+    reason: str | None = None
+    next_at: datetime | None = None
 
 
 class DeliveryWorker:
@@ -147,14 +151,7 @@ class DeliveryWorker:
             limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
             if self.breaker.blocked(inst.name, now=mono) or self._in_flight[inst.name] >= limit:
                 exclude.append(inst.name)
-        now = self.clock()
-        claimed = await self.store.claim(
-            worker=self.worker_id,
-            now=now,
-            limit=free,
-            lease=timedelta(seconds=self.settings.lease_s),
-            exclude=exclude,
-        )
+        claimed = await self.store.committer.submit(self._claim_many, (free, tuple(exclude)))
         for delivery in claimed:
             self._in_flight[delivery.instance] += 1
             task = asyncio.create_task(self._deliver(delivery))
@@ -162,6 +159,16 @@ class DeliveryWorker:
             task.add_done_callback(self._tasks.discard)
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
+
+    async def _claim_many(self, conn: AsyncConnection, requests: list[tuple[int, tuple[str, ...]]]) -> list:
+        # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits.
+        out = []
+        for limit, exclude in requests:
+            out.append(await self.store.claim_in(
+                conn, worker=self.worker_id, now=self.clock(), limit=limit,
+                lease=timedelta(seconds=self.settings.lease_s), exclude=exclude,
+            ))
+        return out
 
     # --- one attempt -------------------------------------------------------------------------
 
@@ -220,64 +227,69 @@ class DeliveryWorker:
             attempt.failure = classify_status(response.status, policy=instance.retry, retry_after=retry_after)
         return attempt
 
-    async def _record(self, attempt: _Attempt) -> None:
+    def _settle(self, attempt: _Attempt, now: datetime) -> None:
+        """Decide the delivery's next state from the attempt and the instance's retry policy."""
         d = attempt.delivery
-        now = self.clock()
-        labels = (d.counterpart, d.instance)
-        next_at: datetime | None = None
+        attempt.now = now
         if attempt.failure is None:
-            state, reason = "delivered", None
+            attempt.state, attempt.reason = "delivered", None
+            return
+        decider = self._deciders.get(d.instance)
+        first = d.first_attempt_at or attempt.sent_at or now
+        decision = decider.decide(attempt.failure, attempt=d.attempts, first_attempt_at=first, now=now) if decider else None
+        if decision is not None and decision.retry_in is not None:
+            attempt.state, attempt.reason = "pending", decision.reason
+            attempt.next_at = now + timedelta(seconds=decision.retry_in)
         else:
-            decider = self._deciders.get(d.instance)
-            first = d.first_attempt_at or attempt.sent_at or now
-            decision = (
-                decider.decide(attempt.failure, attempt=d.attempts, first_attempt_at=first, now=now)
-                if decider
-                else None
-            )
-            if decision is not None and decision.retry_in is not None:
-                state, reason = "pending", decision.reason
-                next_at = now + timedelta(seconds=decision.retry_in)
-            else:
-                state, reason = "dead", decision.reason if decision else attempt.failure.reason
-        status = attempt.response.status if attempt.response else None
-        exchange = {
-            "message_id": d.message_id,
-            "delivery_id": d.id,
-            "hop": "attempt",
-            "peer": d.instance,
-            "attempt": d.attempts,
-            "request_out_at": attempt.sent_at,
-            "response_in_at": attempt.responded_at,
-            "response_out_at": now,
-            "request_bytes": attempt.request_bytes,
-            "response_bytes": len(attempt.response.body) if attempt.response else None,
-            "status_code": status,
-            "result": {"delivered": "delivered", "pending": "retry", "dead": "dead"}[state],
-            "error": reason,
-        }
+            attempt.state, attempt.reason = "dead", decision.reason if decision else attempt.failure.reason
 
-        async def job(conn: AsyncConnection) -> list:
-            owned = await self.store.finish_attempt(
-                conn, d.id, worker=self.worker_id, state=state, now=now, next_attempt_at=next_at,
-                status=status, reason=reason,
-            )
-            await self.store.insert_exchange(conn, exchange)
-            if not owned:
-                return []
-            return [
-                await self.accepter.accept_in(
-                    conn, Incoming(message=reply, source=d.instance, received_at=attempt.responded_at or now,
-                                   request_bytes=len(attempt.response.body) if attempt.response else 0,
-                                   hop="reply"),
-                )
-                for reply in attempt.replies
-            ]
-
-        accepted = await self.store.committer.run(job)
+    async def _record(self, attempt: _Attempt) -> None:
+        self._settle(attempt, self.clock())
+        accepted = await self.store.committer.submit(self._record_many, attempt)
         for result in accepted:
             self.accepter.notify(result)
-        self._account(attempt, state, labels, now)
+        self._account(attempt, attempt.state, (attempt.delivery.counterpart, attempt.delivery.instance), attempt.now)
+
+    async def _record_many(self, conn: AsyncConnection, batch: list[_Attempt]) -> list[list]:
+        """Attempt rows, delivery states and the replies, for a batch of attempts, in one transaction."""
+        owners = await self.store.claim_owners(conn, [a.delivery.id for a in batch])
+        await self.store.finish_attempts(conn, [
+            {"b_id": a.delivery.id, "b_worker": self.worker_id, "state": a.state,
+             "next_attempt_at": a.next_at or a.now, "finished_at": a.now if a.state in ("delivered", "dead") else None,
+             "last_status": a.response.status if a.response else None, "reason": a.reason}
+            for a in batch
+        ])
+        await self.store.insert_exchanges(conn, [
+            {
+                "message_id": a.delivery.message_id, "delivery_id": a.delivery.id, "hop": "attempt",
+                "peer": a.delivery.instance, "attempt": a.delivery.attempts, "request_in_at": None,
+                "request_out_at": a.sent_at, "response_in_at": a.responded_at, "response_out_at": a.now,
+                "request_bytes": a.request_bytes,
+                "response_bytes": len(a.response.body) if a.response else None,
+                "status_code": a.response.status if a.response else None,
+                "result": {"delivered": "delivered", "pending": "retry", "dead": "dead"}[a.state],
+                "error": a.reason,
+            }
+            for a in batch
+        ])
+        # A worker that lost its claim records the attempt but leaves the replies to the new owner.
+        replies: list[Incoming] = []
+        counts: list[int] = []
+        for a in batch:
+            mine = owners.get(a.delivery.id) == self.worker_id
+            items = [
+                Incoming(message=reply, source=a.delivery.instance, received_at=a.responded_at or a.now,
+                         request_bytes=len(a.response.body) if a.response else 0, hop="reply")
+                for reply in (a.replies if mine else ())
+            ]
+            replies.extend(items)
+            counts.append(len(items))
+        results = await self.accepter.accept_many(conn, replies) if replies else []
+        out: list[list] = []
+        for n in counts:
+            out.append([r for r in results[:n] if not isinstance(r, Exception)])
+            results = results[n:]
+        return out
 
     def _account(self, attempt: _Attempt, state: str, labels: tuple[str, str], now: datetime) -> None:
         d = attempt.delivery
@@ -298,7 +310,8 @@ class DeliveryWorker:
             if self.breaker.failure(instance.name, instance.breaker, now=mono):
                 self.metrics.breaker_open.labels(instance.name).set(1)
                 log.warning("circuit opened", extra={"instance": instance.name})
-        log.info(
+        log.log(
+            logging.DEBUG if state == "delivered" else logging.INFO,
             "delivery attempt",
             extra={"delivery_id": d.id, "message_id": d.message_id, "instance": d.instance,
                    "attempt": d.attempts, "outcome": state,

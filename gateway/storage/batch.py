@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-import logging
-from typing import Awaitable, Callable, TypeVar
+from itertools import groupby
+from typing import Any, Awaitable, Callable, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 T = TypeVar("T")
 Job = Callable[[AsyncConnection], Awaitable[T]]
-log = logging.getLogger("gateway.store")
+# A handler takes every item of its kind in the batch and returns one result (or exception) per item.
+Handler = Callable[[AsyncConnection, list[Any]], Awaitable[list[Any]]]
+
+
+async def _run_jobs(conn: AsyncConnection, jobs: list[Job]) -> list[Any]:
+    return [await job(conn) for job in jobs]
 
 
 class Committer:
-    """Runs write jobs in batches; a job's caller resumes only after its batch has committed."""
+    """Runs write work in batches; a caller resumes only after its batch has committed."""
 
     def __init__(self, engine: AsyncEngine, *, max_batch: int = 256) -> None:
         self.engine = engine
         self.max_batch = max_batch
-        self._queue: asyncio.Queue[tuple[Job, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Handler, Any, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -36,12 +41,22 @@ class Committer:
             self._task = None
 
     async def run(self, job: Job[T]) -> T:
+        return await self.submit(_run_jobs, job)
+
+    async def submit(self, handler: Handler, item: Any) -> Any:
+        """Queue one item for `handler`; items of one handler in a batch are handled together."""
         if self._task is None:
-            async with self.engine.begin() as conn:
-                return await job(conn)
-        fut: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        await self._queue.put((job, fut))
+            return await self._solo(handler, item)
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self._queue.put((handler, item, fut))
         return await fut
+
+    async def _solo(self, handler: Handler, item: Any) -> Any:
+        async with self.engine.begin() as conn:
+            (result,) = await handler(conn, [item])
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def _loop(self) -> None:
         while True:
@@ -51,27 +66,31 @@ class Committer:
             try:
                 await self._commit(batch)
             except asyncio.CancelledError:
-                for _, fut in batch:
+                for *_, fut in batch:
                     if not fut.done():
                         fut.cancel()
                 raise
 
-    async def _commit(self, batch: list[tuple[Job, asyncio.Future]]) -> None:
-        results: list[object] = []
+    async def _commit(self, batch: list[tuple[Handler, Any, asyncio.Future]]) -> None:
+        results: list[Any] = []
         try:
             async with self.engine.begin() as conn:
-                for job, _ in batch:
-                    results.append(await job(conn))
+                for handler, group in groupby(batch, key=lambda entry: entry[0]):
+                    results.extend(await handler(conn, [item for _, item, _ in group]))
         except Exception as exc:  # noqa: BLE001
             if len(batch) == 1:
-                _, fut = batch[0]
+                fut = batch[0][2]
                 if not fut.done():
                     fut.set_exception(exc)
                 return
-            # One job failed: the batch rolled back whole; run each alone so only the culprit fails.
-            for item in batch:
-                await self._commit([item])
+            # Something failed: the batch rolled back whole; run each alone so only the culprit fails.
+            for entry in batch:
+                await self._commit([entry])
             return
-        for (_, fut), result in zip(batch, results):
-            if not fut.done():
+        for (_, _, fut), result in zip(batch, results):
+            if fut.done():
+                continue
+            if isinstance(result, BaseException):
+                fut.set_exception(result)
+            else:
                 fut.set_result(result)

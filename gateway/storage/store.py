@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Iterable
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -37,45 +37,63 @@ class Store:
         self.engines = engines
         self.committer = Committer(engines.write)
 
-    # --- writes, always inside a transaction handed in by the caller -------------------------
+    # --- writes, always inside a transaction handed in by the caller; one statement per batch -----
 
     @staticmethod
-    async def insert_message(conn: AsyncConnection, row: dict[str, Any]) -> bool:
-        """Insert unless the message_id exists; True when inserted."""
-        stmt = _insert(conn, messages).values(**row).on_conflict_do_nothing(index_elements=["message_id"])
-        result = await conn.execute(stmt.returning(messages.c.id))
-        return result.first() is not None
+    async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
+        """Insert those whose message_id is new; returns the ids inserted."""
+        if not rows:
+            return set()
+        stmt = (
+            _insert(conn, messages)
+            .on_conflict_do_nothing(index_elements=["message_id"])
+            .returning(messages.c.message_id)
+        )
+        return set((await conn.execute(stmt, rows)).scalars())
 
     @staticmethod
-    async def existing_message(conn: AsyncConnection, message_id: str) -> tuple[str, str] | None:
-        row = (
-            await conn.execute(
-                select(messages.c.content_hash, messages.c.accept_response).where(messages.c.message_id == message_id)
+    async def existing_messages(conn: AsyncConnection, message_ids: list[str]) -> dict[str, tuple[str, str]]:
+        """message_id -> (content_hash, accept_response) for those already stored."""
+        if not message_ids:
+            return {}
+        rows = await conn.execute(
+            select(messages.c.message_id, messages.c.content_hash, messages.c.accept_response).where(
+                messages.c.message_id.in_(message_ids)
             )
-        ).first()
-        return (row[0], row[1]) if row else None
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     @staticmethod
-    async def upsert_case(conn: AsyncConnection, *, case_id: str, region: str, message_id: str) -> None:
-        stmt = _insert(conn, cases).values(case_id=case_id, region=region, registered_message_id=message_id)
+    async def upsert_cases(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        stmt = _insert(conn, cases)
         stmt = stmt.on_conflict_do_update(
-            index_elements=["case_id"], set_={"region": region, "registered_message_id": message_id}
+            index_elements=["case_id"],
+            set_={"region": stmt.excluded.region, "registered_message_id": stmt.excluded.registered_message_id},
         )
-        await conn.execute(stmt)
+        await conn.execute(stmt, rows)
 
     @staticmethod
-    async def case_region(conn: AsyncConnection, case_id: str) -> str | None:
-        return (await conn.execute(select(cases.c.region).where(cases.c.case_id == case_id))).scalar()
+    async def case_regions(conn: AsyncConnection, case_ids: set[str]) -> dict[str, str]:
+        if not case_ids:
+            return {}
+        rows = await conn.execute(select(cases.c.case_id, cases.c.region).where(cases.c.case_id.in_(case_ids)))
+        return dict(rows.all())
 
     @staticmethod
-    async def insert_referral(conn: AsyncConnection, row: dict[str, Any]) -> None:
-        await conn.execute(_insert(conn, referrals).values(**row).on_conflict_do_nothing(index_elements=["referral_id"]))
+    async def insert_referrals(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            stmt = _insert(conn, referrals).on_conflict_do_nothing(index_elements=["referral_id"])
+            await conn.execute(stmt, rows)
 
     @staticmethod
-    async def set_referral_status(conn: AsyncConnection, *, referral_id: str, status: str, at: datetime) -> None:
-        await conn.execute(
-            update(referrals).where(referrals.c.referral_id == referral_id).values(status=status, updated_at=at)
-        )
+    async def set_referral_statuses(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """rows: {b_referral_id, status, updated_at}."""
+        if rows:
+            await conn.execute(
+                update(referrals).where(referrals.c.referral_id == bindparam("b_referral_id")), rows
+            )
 
     @staticmethod
     async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
@@ -83,15 +101,18 @@ class Store:
             await conn.execute(insert(deliveries), rows)
 
     @staticmethod
-    async def insert_exchange(conn: AsyncConnection, row: dict[str, Any]) -> None:
-        await conn.execute(insert(exchanges).values(**row))
+    async def insert_exchanges(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await conn.execute(insert(exchanges), rows)
 
     @staticmethod
-    async def parked_for_case(conn: AsyncConnection, case_id: str) -> list[tuple[int, str, bytes]]:
+    async def parked_for_cases(conn: AsyncConnection, case_ids: set[str]) -> list[tuple[int, str, bytes]]:
+        if not case_ids:
+            return []
         rows = await conn.execute(
             select(deliveries.c.id, deliveries.c.counterpart, messages.c.content)
             .join(messages, messages.c.message_id == deliveries.c.message_id)
-            .where(deliveries.c.case_id == case_id, deliveries.c.state == "parked")
+            .where(deliveries.c.case_id.in_(case_ids), deliveries.c.state == "parked")
         )
         return [(r[0], r[1], r[2]) for r in rows]
 
@@ -105,42 +126,41 @@ class Store:
         await conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
 
     @staticmethod
-    async def finish_attempt(
-        conn: AsyncConnection,
-        delivery_id: int,
-        *,
-        worker: str,
-        state: str,
-        now: datetime,
-        next_attempt_at: datetime | None,
-        status: int | None,
-        reason: str | None,
-    ) -> bool:
-        """Record an attempt's end; False when the claim was lost (another worker took over)."""
-        values: dict[str, Any] = {
-            "state": state,
-            "last_status": status,
-            "reason": reason,
-            "lease_until": None,
-            "claimed_by": None,
-        }
-        if next_attempt_at is not None:
-            values["next_attempt_at"] = next_attempt_at
-        if state in FINAL_STATES:
-            values["finished_at"] = now
-        result = await conn.execute(
-            update(deliveries)
-            .where(deliveries.c.id == delivery_id, deliveries.c.claimed_by == worker)
-            .values(**values)
+    async def claim_owners(conn: AsyncConnection, delivery_ids: list[int]) -> dict[int, str | None]:
+        rows = await conn.execute(
+            select(deliveries.c.id, deliveries.c.claimed_by).where(deliveries.c.id.in_(delivery_ids))
         )
-        return result.rowcount == 1
+        return dict(rows.all())
+
+    @staticmethod
+    async def finish_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+        """rows: {b_id, b_worker, state, next_attempt_at, finished_at, last_status, reason}.
+
+        The claimed_by guard keeps a worker whose lease ran out from overwriting its successor."""
+        if not rows:
+            return
+        await conn.execute(
+            update(deliveries)
+            .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claimed_by == bindparam("b_worker"))
+            .values(lease_until=None, claimed_by=None),
+            rows,
+        )
 
     # --- claiming ----------------------------------------------------------------------------
 
     async def claim(
         self, *, worker: str, now: datetime, limit: int, lease: timedelta, exclude: Iterable[str] = ()
     ) -> list[ClaimedDelivery]:
-        """Take up to `limit` due deliveries for this worker; safe with several processes on PostgreSQL."""
+        """Take up to `limit` due deliveries for this worker, in a transaction of its own."""
+        async with self.engines.write.begin() as conn:
+            return await self.claim_in(conn, worker=worker, now=now, limit=limit, lease=lease, exclude=exclude)
+
+    @staticmethod
+    async def claim_in(
+        conn: AsyncConnection, *, worker: str, now: datetime, limit: int, lease: timedelta,
+        exclude: Iterable[str] = (),
+    ) -> list[ClaimedDelivery]:
+        """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED)."""
         if limit <= 0:
             return []
         due = or_(
@@ -172,19 +192,18 @@ class Store:
                 deliveries.c.first_attempt_at,
             )
         )
-        async with self.engines.write.begin() as conn:
-            claimed = (await conn.execute(stmt)).all()
-            if not claimed:
-                return []
-            contents = dict(
-                (
-                    await conn.execute(
-                        select(messages.c.message_id, messages.c.content).where(
-                            messages.c.message_id.in_([r.message_id for r in claimed])
-                        )
+        claimed = (await conn.execute(stmt)).all()
+        if not claimed:
+            return []
+        contents = dict(
+            (
+                await conn.execute(
+                    select(messages.c.message_id, messages.c.content).where(
+                        messages.c.message_id.in_([r.message_id for r in claimed])
                     )
-                ).all()
-            )
+                )
+            ).all()
+        )
         return [
             ClaimedDelivery(r.id, r.message_id, r.counterpart, r.instance, r.attempts, r.first_attempt_at,
                             contents[r.message_id])

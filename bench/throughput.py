@@ -1,0 +1,192 @@
+"""Gateway-mediated delivery vs direct calls to the same МИО simulator, measured in one run.
+
+Usage: .venv/bin/python -m bench.throughput [--messages 5000] [--concurrency 32] [--latency-messages 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import orjson
+
+from adapters.mio.codec import MioAdapter
+from bench.loadgen import percentile, post_all
+from gateway.canonical.messages import parse_message
+from gateway.config import ROOT
+from gateway.mapping import load_mappings
+from gateway.samples import SampleCases
+from tests.harness import free_port, wait_ready, write_counterparts
+
+
+def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, *args], env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=open(log, "ab"))
+
+
+def _sim_cmd(factory: str, port: int, **kwargs: str) -> list[str]:
+    call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    code = (f"import uvicorn; from {factory.rsplit('.', 1)[0]} import {factory.rsplit('.', 1)[1]} as f; "
+            f"uvicorn.run(f({call}), host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+    return ["-c", code]
+
+
+def _wait_http(url: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url, timeout=1)
+            return
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{url} did not come up")
+
+
+def _stats(url: str) -> dict:
+    return httpx.get(f"{url}/_sim/stats", timeout=30).json()
+
+
+def _reset(url: str) -> None:
+    httpx.post(f"{url}/_sim/reset").raise_for_status()
+    httpx.post(f"{url}/_sim/config", json={"callbacks": False}).raise_for_status()
+
+
+def _wait_unique(url: str, n: int, timeout: float = 300) -> float:
+    """Wall-clock time at which the simulator had processed n distinct messages."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        stats = _stats(url)
+        if stats["unique_messages"] >= n:
+            return max(times[-1] for times in stats["attempts"].values())
+        time.sleep(0.2)
+    raise RuntimeError(f"only {_stats(url)['unique_messages']} of {n} delivered in {timeout} s")
+
+
+def _referrals(samples: SampleCases, case_ids: list[str], n: int) -> list[dict]:
+    return [samples.shelter_referral(case_ids[i % len(case_ids)]) for i in range(n)]
+
+
+def _direct_bodies(messages: list[dict]) -> list[bytes]:
+    adapter = MioAdapter()
+    mappings = load_mappings(ROOT / "mappings")
+    instance = mappings.instance("mio-kz-35")
+    return [adapter.encode(parse_message(m), mappings=mappings, instance=instance).body for m in messages]
+
+
+def _added_latency(direct: list[float], via: list[float]) -> dict[str, float]:
+    return {
+        "direct_p50_ms": percentile(direct, 50) * 1000,
+        "direct_p99_ms": percentile(direct, 99) * 1000,
+        "gateway_p50_ms": percentile(via, 50) * 1000,
+        "gateway_p99_ms": percentile(via, 99) * 1000,
+        "added_p50_ms": (percentile(via, 50) - percentile(direct, 50)) * 1000,
+        "added_p99_ms": (percentile(via, 99) - percentile(direct, 99)) * 1000,
+    }
+
+
+def _arrivals(url: str, messages: list[dict], sent_at: list[float]) -> list[float]:
+    attempts = _stats(url)["attempts"]
+    return [attempts[m["message_id"]][0] - t for m, t in zip(messages, sent_at)]
+
+
+def run(args: argparse.Namespace) -> dict:
+    tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
+    gw_port, mio_port, prob_port = free_port(), free_port(), free_port()
+    gw_url, mio_url, prob_url = (f"http://127.0.0.1:{p}" for p in (gw_port, mio_port, prob_port))
+    counterparts = write_counterparts(tmp / "counterparts.yaml", [
+        {"name": "probation", "counterpart": "probation", "base_url": prob_url},
+        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": mio_url},
+    ])
+    env = dict(os.environ, GATEWAY_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{tmp / 'gw.db'}",
+               GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_LOG_LEVEL="WARNING",
+               GATEWAY_PUBLIC_URL=gw_url)
+    procs = [
+        _spawn(_sim_cmd("adapters.mio.simulator.create_app", mio_port, name="mio-kz-35",
+                        callback_url=f"{gw_url}/v1/inbound/mio"), env, tmp / "mio.log"),
+        _spawn(_sim_cmd("adapters.probation.simulator.create_app", prob_port), env, tmp / "probation.log"),
+        _spawn(["-m", "gateway", "serve", "--port", str(gw_port)], env, tmp / "gateway.log"),
+    ]
+    try:
+        _wait_http(f"{mio_url}/_sim/stats")
+        _wait_http(f"{prob_url}/_sim/stats")
+        wait_ready(gw_url)
+        samples = SampleCases(seed=7)
+        cases = []
+        while len(cases) < 50:
+            c = samples.case()[0]
+            c["body"]["region"] = "KZ-35"
+            cases.append(c)
+        reg = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(c) for c in cases], concurrency=4))
+        assert reg.statuses == {202: len(cases)}, reg.statuses
+        case_ids = [c["case_id"] for c in cases]
+        out: dict = {"messages": args.messages, "concurrency": args.concurrency,
+                     "store": env["GATEWAY_DATABASE_URL"].split(":")[0]}
+
+        # 1. Added latency at light load (one client, one message at a time).
+        _reset(mio_url)
+        lat_direct = _referrals(samples, case_ids, args.latency_messages)
+        d = asyncio.run(post_all(mio_url, "/api/v1/referrals", _direct_bodies(lat_direct), concurrency=1))
+        direct_arrival = _arrivals(mio_url, lat_direct, d.sent_at)
+        _reset(mio_url)
+        lat_via = _referrals(samples, case_ids, args.latency_messages)
+        g = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(m) for m in lat_via], concurrency=1))
+        assert g.statuses == {202: len(lat_via)}, g.statuses
+        _wait_unique(mio_url, len(lat_via))
+        via_arrival = _arrivals(mio_url, lat_via, g.sent_at)
+        out["latency"] = _added_latency(direct_arrival, via_arrival)
+        out["latency"]["accept_p50_ms"] = percentile(g.latency, 50) * 1000
+
+        # 2. Throughput: the same clients, direct then through the gateway.
+        _reset(mio_url)
+        direct = _referrals(samples, case_ids, args.messages)
+        d = asyncio.run(post_all(mio_url, "/api/v1/referrals", _direct_bodies(direct), concurrency=args.concurrency))
+        direct_rate = args.messages / d.elapsed
+        _reset(mio_url)
+        via = _referrals(samples, case_ids, args.messages)
+        bodies = [orjson.dumps(m) for m in via]
+        t0 = time.time()
+        g = asyncio.run(post_all(gw_url, "/v1/messages", bodies, concurrency=args.concurrency))
+        assert g.statuses == {202: len(via)}, g.statuses
+        last = _wait_unique(mio_url, len(via))
+        stats = _stats(mio_url)
+        out["throughput"] = {
+            "direct_msgs_per_s": direct_rate,
+            "accepted_msgs_per_s": args.messages / g.elapsed,
+            "accept_p50_ms": percentile(g.latency, 50) * 1000,
+            "accept_p99_ms": percentile(g.latency, 99) * 1000,
+            "gateway_delivered_msgs_per_s": args.messages / (last - t0),
+            "ratio_gateway_to_direct": (args.messages / (last - t0)) / direct_rate,
+            "duplicates_at_simulator": stats["duplicates"],
+        }
+        return out
+    finally:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--latency-messages", type=int, default=300)
+    parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
+    result = run(parser.parse_args())
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
