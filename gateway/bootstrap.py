@@ -41,8 +41,10 @@ class Container:
         self.store.committer.start()
         if run_worker:
             self.worker.start()
+            self.accepter.dispatcher = self.worker
 
     async def stop(self) -> None:
+        self.accepter.dispatcher = None
         if self.worker._main is not None:
             await self.worker.stop()
         await self.store.committer.stop()
@@ -83,7 +85,9 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             metrics.duplicates.labels(result.source).inc()
             return
         metrics.accepted.labels(result.type, result.source).inc()
-        if result.queued:
+        if result.dispatched:
+            worker.dispatch(result.dispatched)
+        if result.queued > len(result.dispatched):
             worker.wake()
 
     accepter.listeners.append(on_accepted)

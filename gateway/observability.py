@@ -72,3 +72,6 @@ def configure_logging(level: str = "INFO") -> None:
         logging.getLogger(name).propagate = True
     # One line per request at INFO is noise on a busy gateway; metrics count requests.
     logging.getLogger("uvicorn.access").setLevel(max(logging.WARNING, root.level))
+    # Driver and ORM debug output prints SQL parameters, which can carry personal data.
+    for name in ("aiosqlite", "asyncpg", "sqlalchemy", "httpx", "httpcore", "aiohttp"):
+        logging.getLogger(name).setLevel(max(logging.INFO, root.level))

@@ -86,6 +86,34 @@ class DeliveryWorker:
         self._stopping = False
         self._main: asyncio.Task | None = None
 
+    # --- direct dispatch from acceptance ---------------------------------------------------------
+
+    @property
+    def lease(self) -> timedelta:
+        return timedelta(seconds=self.settings.lease_s)
+
+    def capacity_for(self, instance: str) -> int:
+        """Room for deliveries claimed at acceptance; none while stopping or the breaker is not closed."""
+        if self._main is None or self._stopping:
+            return 0
+        inst = self.mappings.instance(instance)
+        if inst is None or not inst.enabled or self.breaker.state(instance, now=time.monotonic()) != "closed":
+            return 0
+        return max(0, min(self.settings.concurrency - self._total_in_flight(),
+                          inst.max_in_flight - self._in_flight[instance]))
+
+    def dispatch(self, claimed: tuple[ClaimedDelivery, ...]) -> None:
+        """Start attempts for deliveries that were claimed in a committed transaction."""
+        for delivery in claimed:
+            self._start(delivery)
+        self.metrics.in_flight.set(self._total_in_flight())
+
+    def _start(self, delivery: ClaimedDelivery) -> None:
+        self._in_flight[delivery.instance] += 1
+        task = asyncio.create_task(self._deliver(delivery))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     # --- lifecycle ---------------------------------------------------------------------------
 
     def wake(self) -> None:
@@ -153,10 +181,7 @@ class DeliveryWorker:
                 exclude.append(inst.name)
         claimed = await self.store.committer.submit(self._claim_many, (free, tuple(exclude)))
         for delivery in claimed:
-            self._in_flight[delivery.instance] += 1
-            task = asyncio.create_task(self._deliver(delivery))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            self._start(delivery)
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
 
@@ -166,7 +191,7 @@ class DeliveryWorker:
         for limit, exclude in requests:
             out.append(await self.store.claim_in(
                 conn, worker=self.worker_id, now=self.clock(), limit=limit,
-                lease=timedelta(seconds=self.settings.lease_s), exclude=exclude,
+                lease=self.lease, exclude=exclude,
             ))
         return out
 

@@ -45,7 +45,7 @@ class MessageStatus(BaseModel):
     occurred_at: datetime
     received_at: datetime
     source: str
-    status: Literal["stored", "queued", "retrying", "delivered", "parked", "dead_letter"]
+    status: Literal["stored", "queued", "delivering", "retrying", "delivered", "parked", "dead_letter"]
     deliveries: list[DeliveryView]
     timeline: list[HopView]
 
@@ -59,7 +59,9 @@ def overall(states: list[str], attempts: list[int]) -> str:
         return "parked"
     if all(s == "delivered" for s in states):
         return "delivered"
-    return "retrying" if any(a > 0 for a in attempts) else "queued"
+    if any(s == "pending" and a > 0 for s, a in zip(states, attempts)):
+        return "retrying"
+    return "delivering" if "in_flight" in states else "queued"
 
 
 async def message_status(*, store: Store, message_id: str) -> MessageStatus:

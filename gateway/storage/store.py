@@ -96,9 +96,12 @@ class Store:
             )
 
     @staticmethod
-    async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            await conn.execute(insert(deliveries), rows)
+    async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+        """Insert delivery rows; returns their ids in the order given."""
+        if not rows:
+            return []
+        stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
+        return list((await conn.execute(stmt, rows)).scalars())
 
     @staticmethod
     async def insert_exchanges(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
