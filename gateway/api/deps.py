@@ -9,7 +9,7 @@ from fastapi import Depends, Request
 from gateway.bootstrap import Container
 
 
-def get_container(request: Request) -> Container:
+async def get_container(request: Request) -> Container:
     return request.app.state.container
 
 

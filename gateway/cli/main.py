@@ -38,7 +38,7 @@ def serve(
     """Run the gateway API (and, by default, its delivery worker)."""
     from gateway.api.app import create_app
     from gateway.bootstrap import build
-    from gateway.cli.servers import serve_all, server
+    from gateway.cli.servers import run, serve_all, server
     from gateway.observability import configure_logging
 
     settings = _settings(host=host, port=port, database_url=database_url, worker=worker)
@@ -49,7 +49,7 @@ def serve(
         _fail(str(exc))
     # Through logging, not a bare echo: once logging is configured, stderr carries JSON lines only.
     logging.getLogger("gateway").info(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})")
-    asyncio.run(serve_all([server(create_app(settings, container=container), host=settings.host,
+    run(serve_all([server(create_app(settings, container=container), host=settings.host,
                                   port=settings.port, log_level=settings.log_level.lower())]))
 
 
@@ -60,6 +60,7 @@ def worker_cmd(
 ) -> None:
     """Run the delivery worker alone (no API)."""
     from gateway.bootstrap import build
+    from gateway.cli.servers import run
     from gateway.observability import configure_logging
 
     settings = _settings(database_url=database_url)
@@ -80,7 +81,7 @@ def worker_cmd(
         finally:
             await container.stop()
 
-    asyncio.run(main())
+    run(main())
 
 
 @app.command()
@@ -88,7 +89,7 @@ def simulators(
     gateway_url: str = typer.Option("http://127.0.0.1:8080", help="where simulators send callbacks"),
 ) -> None:
     """Run a simulator for every counterpart instance configured on this machine."""
-    from gateway.cli.servers import serve_all, simulator_servers
+    from gateway.cli.servers import run, serve_all, simulator_servers
     from gateway.mapping import load_mappings
     from gateway.observability import configure_logging
 
@@ -101,7 +102,7 @@ def simulators(
     servers = simulator_servers(mappings, gateway_url=gateway_url)
     for label, _ in servers:
         typer.echo(f"simulator {label}", err=True)
-    asyncio.run(serve_all([s for _, s in servers]))
+    run(serve_all([s for _, s in servers]))
 
 
 @app.command()
@@ -112,10 +113,11 @@ def demo(
 ) -> None:
     """Gateway + simulators + a steady stream of sample cases, on the embedded SQLite store."""
     from gateway.cli.demo import run_demo
+    from gateway.cli.servers import run
 
     settings = _settings(port=port)
     try:
-        asyncio.run(run_demo(settings, rate=rate, duration=duration))
+        run(run_demo(settings, rate=rate, duration=duration))
     except ConfigError as exc:
         _fail(str(exc))
     except KeyboardInterrupt:

@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, Coroutine, TypeVar
 
 import uvicorn
 
 from adapters.mio.simulator import create_app as mio_app
 from adapters.probation.simulator import create_app as probation_app
 from gateway.mapping import Mappings
+
+T = TypeVar("T")
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.run on uvloop where it is installed (uvicorn[standard] brings it), as uvicorn.run would."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - platforms without uvloop
+        return asyncio.run(coro)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(coro)
 
 
 def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:

@@ -7,7 +7,7 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 import orjson
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
@@ -76,7 +76,7 @@ class Accepter:
         for listener in self.listeners:
             listener(result)
 
-    async def accept_many(self, conn: AsyncConnection, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
+    def accept_many(self, conn: Connection, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
         """The transactional core, also used when a delivery's replies are recorded with its attempt.
 
         Every statement covers the whole batch; order within the batch is kept (a case registered
@@ -105,8 +105,8 @@ class Accepter:
                 "content_hash": hashes[i], "content": content, "accept_response": orjson.dumps(response).decode(),
             })
             results[i] = Accepted(message_id, msg.type, inc.source, False, response)
-        inserted = await self.store.insert_messages(conn, rows)
-        existing = await self.store.existing_messages(conn, [r["message_id"] for r in rows
+        inserted = self.store.insert_messages(conn, rows)
+        existing = self.store.existing_messages(conn, [r["message_id"] for r in rows
                                                              if r["message_id"] not in inserted])
         new: list[int] = []
         for i, inc in enumerate(batch):
@@ -122,11 +122,11 @@ class Accepter:
                               if hashes[j] == hashes[i] and isinstance(original, Accepted) else _conflict(message_id))
             else:
                 new.append(i)
-        routed = await self._route(conn, [batch[i] for i in new])
+        routed = self._route(conn, [batch[i] for i in new])
         for i, (count, claimed) in zip(new, routed):
             results[i] = Accepted(**{**_fields(results[i]), "queued": count, "dispatched": claimed})
         now = self.clock()
-        await self.store.insert_exchanges(conn, [
+        self.store.insert_exchanges(conn, [
             {
                 "message_id": str(inc.message.message_id), "delivery_id": None, "hop": inc.hop,
                 "peer": inc.source, "attempt": None, "request_in_at": inc.received_at, "request_out_at": None,
@@ -140,8 +140,8 @@ class Accepter:
         ])
         return results  # type: ignore[return-value]
 
-    async def _route(
-        self, conn: AsyncConnection, batch: list[Incoming]
+    def _route(
+        self, conn: Connection, batch: list[Incoming]
     ) -> list[tuple[int, tuple[ClaimedDelivery, ...]]]:
         """Record cases and referrals, create deliveries; per message: how many queued, which claimed.
 
@@ -149,21 +149,21 @@ class Accepter:
         usual lease), so it starts as soon as the transaction commits: no claim round trip, no poll.
         A crash before the attempt leaves a claim whose lease brings it back, as for any claim."""
         registered = [inc for inc in batch if inc.message.type == "case.registered"]
-        await self.store.upsert_cases(conn, [
+        self.store.upsert_cases(conn, [
             {"case_id": inc.message.case_id, "region": inc.message.body.region,
              "registered_message_id": str(inc.message.message_id)} for inc in registered
         ])
-        regions = await self.store.case_regions(conn, {inc.message.case_id for inc in batch})
+        regions = self.store.case_regions(conn, {inc.message.case_id for inc in batch})
         if registered:
-            await self._unpark(conn, {inc.message.case_id for inc in registered}, regions)
-        await self.store.insert_referrals(conn, [
+            self._unpark(conn, {inc.message.case_id for inc in registered}, regions)
+        self.store.insert_referrals(conn, [
             {"referral_id": inc.message.body.referral_id, "case_id": inc.message.case_id,
              "kind": inc.message.body.kind, "risk_id": inc.message.body.risk_id,
              "request_message_id": str(inc.message.message_id), "status": "requested",
              "updated_at": inc.received_at}
             for inc in batch if inc.message.type == "referral.requested"
         ])
-        await self.store.set_referral_statuses(conn, [
+        self.store.set_referral_statuses(conn, [
             {"b_referral_id": inc.message.body.referral_id, "status": REPLY_STATUS[inc.message.type],
              "updated_at": inc.received_at}
             for inc in batch if inc.message.type in REPLY_STATUS
@@ -189,7 +189,7 @@ class Accepter:
                                    lease_until=inc.received_at + dispatcher.lease, first_attempt_at=inc.received_at)
                 deliveries.append(row)
                 owners.append(index)
-        ids = await self.store.insert_deliveries(conn, deliveries)
+        ids = self.store.insert_deliveries(conn, deliveries)
         queued = [0] * len(batch)
         claimed: list[list[ClaimedDelivery]] = [[] for _ in batch]
         for delivery_id, row, index in zip(ids, deliveries, owners):
@@ -202,14 +202,14 @@ class Accepter:
                 ))
         return [(q, tuple(c)) for q, c in zip(queued, claimed)]
 
-    async def _unpark(self, conn: AsyncConnection, case_ids: set[str], regions: dict[str, str]) -> None:
+    def _unpark(self, conn: Connection, case_ids: set[str], regions: dict[str, str]) -> None:
         """Deliveries that waited for these cases' regions are routed now."""
         now = self.clock()
-        for delivery_id, counterpart, content in await self.store.parked_for_cases(conn, case_ids):
+        for delivery_id, counterpart, content in self.store.parked_for_cases(conn, case_ids):
             parked = parse_message(content)
             for route in self.router.routes(parked, region=regions.get(parked.case_id)):
                 if route.counterpart == counterpart:
-                    await self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
+                    self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
                                              now=now)
 
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import GatewayError, WireDecodeError
 from gateway.canonical.messages import AnyMessage, parse_message
@@ -185,11 +185,11 @@ class DeliveryWorker:
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
 
-    async def _claim_many(self, conn: AsyncConnection, requests: list[tuple[int, tuple[str, ...]]]) -> list:
+    def _claim_many(self, conn: Connection, requests: list[tuple[int, tuple[str, ...]]]) -> list:
         # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits.
         out = []
         for limit, exclude in requests:
-            out.append(await self.store.claim_in(
+            out.append(self.store.claim_in(
                 conn, worker=self.worker_id, now=self.clock(), limit=limit,
                 lease=self.lease, exclude=exclude,
             ))
@@ -275,16 +275,16 @@ class DeliveryWorker:
             self.accepter.notify(result)
         self._account(attempt, attempt.state, (attempt.delivery.counterpart, attempt.delivery.instance), attempt.now)
 
-    async def _record_many(self, conn: AsyncConnection, batch: list[_Attempt]) -> list[list]:
+    def _record_many(self, conn: Connection, batch: list[_Attempt]) -> list[list]:
         """Attempt rows, delivery states and the replies, for a batch of attempts, in one transaction."""
-        owners = await self.store.claim_owners(conn, [a.delivery.id for a in batch])
-        await self.store.finish_attempts(conn, [
+        owners = self.store.claim_owners(conn, [a.delivery.id for a in batch])
+        self.store.finish_attempts(conn, [
             {"b_id": a.delivery.id, "b_worker": self.worker_id, "state": a.state,
              "next_attempt_at": a.next_at or a.now, "finished_at": a.now if a.state in ("delivered", "dead") else None,
              "last_status": a.response.status if a.response else None, "reason": a.reason}
             for a in batch
         ])
-        await self.store.insert_exchanges(conn, [
+        self.store.insert_exchanges(conn, [
             {
                 "message_id": a.delivery.message_id, "delivery_id": a.delivery.id, "hop": "attempt",
                 "peer": a.delivery.instance, "attempt": a.delivery.attempts, "request_in_at": None,
@@ -309,7 +309,7 @@ class DeliveryWorker:
             ]
             replies.extend(items)
             counts.append(len(items))
-        results = await self.accepter.accept_many(conn, replies) if replies else []
+        results = self.accepter.accept_many(conn, replies) if replies else []
         out: list[list] = []
         for n in counts:
             out.append([r for r in results[:n] if not isinstance(r, Exception)])

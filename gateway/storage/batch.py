@@ -3,27 +3,36 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
-from typing import Any, Awaitable, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.engine import Connection
+
+if TYPE_CHECKING:
+    from gateway.storage.db import Engines
 
 T = TypeVar("T")
-Job = Callable[[AsyncConnection], Awaitable[T]]
+Job = Callable[[Connection], T]
 # A handler takes every item of its kind in the batch and returns one result (or exception) per item.
-Handler = Callable[[AsyncConnection, list[Any]], Awaitable[list[Any]]]
+# Handlers are plain functions on a sync Connection: on SQLite they run in the writer thread, on
+# PostgreSQL through AsyncConnection.run_sync. The same code serves both.
+Handler = Callable[[Connection, list[Any]], list[Any]]
 
 
-async def _run_jobs(conn: AsyncConnection, jobs: list[Job]) -> list[Any]:
-    return [await job(conn) for job in jobs]
+def _run_jobs(conn: Connection, jobs: list[Job]) -> list[Any]:
+    return [job(conn) for job in jobs]
 
 
 class Committer:
     """Runs write work in batches; a caller resumes only after its batch has committed."""
 
-    def __init__(self, engine: AsyncEngine, *, max_batch: int = 256) -> None:
-        self.engine = engine
+    def __init__(self, engines: Engines, *, max_batch: int = 256) -> None:
+        self.engines = engines
         self.max_batch = max_batch
+        self._thread = (
+            ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer") if engines.sqlite_writer is not None else None
+        )
         self._queue: asyncio.Queue[tuple[Handler, Any, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
 
@@ -39,6 +48,9 @@ class Committer:
             except asyncio.CancelledError:
                 pass
             self._task = None
+        if self._thread is not None:
+            self._thread.shutdown(wait=True)
+            self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
 
     async def run(self, job: Job[T]) -> T:
         return await self.submit(_run_jobs, job)
@@ -51,9 +63,19 @@ class Committer:
         await self._queue.put((handler, item, fut))
         return await fut
 
+    async def _transact(self, work: Callable[[Connection], list[Any]]) -> list[Any]:
+        writer = self.engines.sqlite_writer
+        if writer is not None:
+            def in_thread() -> list[Any]:
+                with writer.begin() as conn:
+                    return work(conn)
+
+            return await asyncio.get_running_loop().run_in_executor(self._thread, in_thread)
+        async with self.engines.write.begin() as aconn:
+            return await aconn.run_sync(work)
+
     async def _solo(self, handler: Handler, item: Any) -> Any:
-        async with self.engine.begin() as conn:
-            (result,) = await handler(conn, [item])
+        (result,) = await self._transact(lambda conn: handler(conn, [item]))
         if isinstance(result, BaseException):
             raise result
         return result
@@ -72,11 +94,14 @@ class Committer:
                 raise
 
     async def _commit(self, batch: list[tuple[Handler, Any, asyncio.Future]]) -> None:
-        results: list[Any] = []
+        def work(conn: Connection) -> list[Any]:
+            out: list[Any] = []
+            for handler, group in groupby(batch, key=lambda entry: entry[0]):
+                out.extend(handler(conn, [item for _, item, _ in group]))
+            return out
+
         try:
-            async with self.engine.begin() as conn:
-                for handler, group in groupby(batch, key=lambda entry: entry[0]):
-                    results.extend(await handler(conn, [item for _, item, _ in group]))
+            results = await self._transact(work)
         except Exception as exc:  # noqa: BLE001
             if len(batch) == 1:
                 fut = batch[0][2]

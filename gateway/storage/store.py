@@ -8,7 +8,7 @@ from typing import Any, Iterable
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.engine import Connection
 
 from gateway.storage.batch import Committer
 from gateway.storage.db import Engines
@@ -28,19 +28,19 @@ class ClaimedDelivery:
     content: bytes
 
 
-def _insert(conn: AsyncConnection, table):  # noqa: ANN001, ANN202
+def _insert(conn: Connection, table):  # noqa: ANN001, ANN202
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
 class Store:
     def __init__(self, engines: Engines) -> None:
         self.engines = engines
-        self.committer = Committer(engines.write)
+        self.committer = Committer(engines)
 
     # --- writes, always inside a transaction handed in by the caller; one statement per batch -----
 
     @staticmethod
-    async def insert_messages(conn: AsyncConnection, rows: list[dict[str, Any]]) -> set[str]:
+    def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert those whose message_id is new; returns the ids inserted."""
         if not rows:
             return set()
@@ -49,14 +49,14 @@ class Store:
             .on_conflict_do_nothing(index_elements=["message_id"])
             .returning(messages.c.message_id)
         )
-        return set((await conn.execute(stmt, rows)).scalars())
+        return set((conn.execute(stmt, rows)).scalars())
 
     @staticmethod
-    async def existing_messages(conn: AsyncConnection, message_ids: list[str]) -> dict[str, tuple[str, str]]:
+    def existing_messages(conn: Connection, message_ids: list[str]) -> dict[str, tuple[str, str]]:
         """message_id -> (content_hash, accept_response) for those already stored."""
         if not message_ids:
             return {}
-        rows = await conn.execute(
+        rows = conn.execute(
             select(messages.c.message_id, messages.c.content_hash, messages.c.accept_response).where(
                 messages.c.message_id.in_(message_ids)
             )
@@ -64,7 +64,7 @@ class Store:
         return {r[0]: (r[1], r[2]) for r in rows}
 
     @staticmethod
-    async def upsert_cases(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    def upsert_cases(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
         stmt = _insert(conn, cases)
@@ -72,47 +72,47 @@ class Store:
             index_elements=["case_id"],
             set_={"region": stmt.excluded.region, "registered_message_id": stmt.excluded.registered_message_id},
         )
-        await conn.execute(stmt, rows)
+        conn.execute(stmt, rows)
 
     @staticmethod
-    async def case_regions(conn: AsyncConnection, case_ids: set[str]) -> dict[str, str]:
+    def case_regions(conn: Connection, case_ids: set[str]) -> dict[str, str]:
         if not case_ids:
             return {}
-        rows = await conn.execute(select(cases.c.case_id, cases.c.region).where(cases.c.case_id.in_(case_ids)))
+        rows = conn.execute(select(cases.c.case_id, cases.c.region).where(cases.c.case_id.in_(case_ids)))
         return dict(rows.all())
 
     @staticmethod
-    async def insert_referrals(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    def insert_referrals(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
             stmt = _insert(conn, referrals).on_conflict_do_nothing(index_elements=["referral_id"])
-            await conn.execute(stmt, rows)
+            conn.execute(stmt, rows)
 
     @staticmethod
-    async def set_referral_statuses(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    def set_referral_statuses(conn: Connection, rows: list[dict[str, Any]]) -> None:
         """rows: {b_referral_id, status, updated_at}."""
         if rows:
-            await conn.execute(
+            conn.execute(
                 update(referrals).where(referrals.c.referral_id == bindparam("b_referral_id")), rows
             )
 
     @staticmethod
-    async def insert_deliveries(conn: AsyncConnection, rows: list[dict[str, Any]]) -> list[int]:
+    def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:
         """Insert delivery rows; returns their ids in the order given."""
         if not rows:
             return []
         stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
-        return list((await conn.execute(stmt, rows)).scalars())
+        return list((conn.execute(stmt, rows)).scalars())
 
     @staticmethod
-    async def insert_exchanges(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    def insert_exchanges(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            await conn.execute(insert(exchanges), rows)
+            conn.execute(insert(exchanges), rows)
 
     @staticmethod
-    async def parked_for_cases(conn: AsyncConnection, case_ids: set[str]) -> list[tuple[int, str, bytes]]:
+    def parked_for_cases(conn: Connection, case_ids: set[str]) -> list[tuple[int, str, bytes]]:
         if not case_ids:
             return []
-        rows = await conn.execute(
+        rows = conn.execute(
             select(deliveries.c.id, deliveries.c.counterpart, messages.c.content)
             .join(messages, messages.c.message_id == deliveries.c.message_id)
             .where(deliveries.c.case_id.in_(case_ids), deliveries.c.state == "parked")
@@ -120,29 +120,29 @@ class Store:
         return [(r[0], r[1], r[2]) for r in rows]
 
     @staticmethod
-    async def reroute(
-        conn: AsyncConnection, delivery_id: int, *, instance: str | None, reason: str | None, now: datetime
+    def reroute(
+        conn: Connection, delivery_id: int, *, instance: str | None, reason: str | None, now: datetime
     ) -> None:
         values: dict[str, Any] = {"instance": instance, "reason": reason}
         if instance is not None:
             values.update(state="pending", next_attempt_at=now)
-        await conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
+        conn.execute(update(deliveries).where(deliveries.c.id == delivery_id).values(**values))
 
     @staticmethod
-    async def claim_owners(conn: AsyncConnection, delivery_ids: list[int]) -> dict[int, str | None]:
-        rows = await conn.execute(
+    def claim_owners(conn: Connection, delivery_ids: list[int]) -> dict[int, str | None]:
+        rows = conn.execute(
             select(deliveries.c.id, deliveries.c.claimed_by).where(deliveries.c.id.in_(delivery_ids))
         )
         return dict(rows.all())
 
     @staticmethod
-    async def finish_attempts(conn: AsyncConnection, rows: list[dict[str, Any]]) -> None:
+    def finish_attempts(conn: Connection, rows: list[dict[str, Any]]) -> None:
         """rows: {b_id, b_worker, state, next_attempt_at, finished_at, last_status, reason}.
 
         The claimed_by guard keeps a worker whose lease ran out from overwriting its successor."""
         if not rows:
             return
-        await conn.execute(
+        conn.execute(
             update(deliveries)
             .where(deliveries.c.id == bindparam("b_id"), deliveries.c.claimed_by == bindparam("b_worker"))
             .values(lease_until=None, claimed_by=None),
@@ -155,12 +155,15 @@ class Store:
         self, *, worker: str, now: datetime, limit: int, lease: timedelta, exclude: Iterable[str] = ()
     ) -> list[ClaimedDelivery]:
         """Take up to `limit` due deliveries for this worker, in a transaction of its own."""
-        async with self.engines.write.begin() as conn:
-            return await self.claim_in(conn, worker=worker, now=now, limit=limit, lease=lease, exclude=exclude)
+        return await self.committer.submit(
+            lambda conn, items: [self.claim_in(conn, worker=worker, now=now, limit=limit, lease=lease,
+                                               exclude=exclude) for _ in items],
+            None,
+        )
 
     @staticmethod
-    async def claim_in(
-        conn: AsyncConnection, *, worker: str, now: datetime, limit: int, lease: timedelta,
+    def claim_in(
+        conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
         exclude: Iterable[str] = (),
     ) -> list[ClaimedDelivery]:
         """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED)."""
@@ -195,12 +198,12 @@ class Store:
                 deliveries.c.first_attempt_at,
             )
         )
-        claimed = (await conn.execute(stmt)).all()
+        claimed = (conn.execute(stmt)).all()
         if not claimed:
             return []
         contents = dict(
             (
-                await conn.execute(
+                conn.execute(
                     select(messages.c.message_id, messages.c.content).where(
                         messages.c.message_id.in_([r.message_id for r in claimed])
                     )
