@@ -7,10 +7,11 @@ import logging
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Response
+from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 log = logging.getLogger("simulator")
@@ -27,6 +28,8 @@ class FaultConfig(BaseModel):
     storm_count: int = Field(0, ge=0, description="answer the next N requests with storm_status")
     retry_after: str | None = None
     timeout_count: int = Field(0, ge=0, description="hang the next N requests past any sane timeout")
+    reset_count: int = Field(0, ge=0, description="cut the connection mid-answer on the next N requests")
+    slow_body_ms: float = Field(0, ge=0, description="drip each answer's body out over this long")
     callback_delay_ms: float = Field(50, ge=0)
     callbacks: bool = True
 
@@ -65,6 +68,9 @@ async def apply_faults(state: SimState, message_id: str) -> Response | None:
     if cfg.timeout_count > 0:
         cfg.timeout_count -= 1
         await asyncio.sleep(3600)
+    if cfg.reset_count > 0:
+        cfg.reset_count -= 1
+        return _cut_off()
     headers = {"Retry-After": cfg.retry_after} if cfg.retry_after else {}
     if cfg.storm_count > 0:
         cfg.storm_count -= 1
@@ -76,6 +82,48 @@ async def apply_faults(state: SimState, message_id: str) -> Response | None:
     if cfg.error_rate and random.random() < cfg.error_rate:
         return Response(status_code=503, headers=headers)
     return None
+
+
+def _cut_off() -> Response:
+    """Promise a body and stop half-way: the server drops the connection, as a crashed peer does."""
+
+    async def half() -> AsyncIterator[bytes]:
+        yield b'{"partial":'
+
+    return StreamingResponse(half(), status_code=200, media_type="application/json",
+                             headers={"content-length": "4096"})
+
+
+def answer(state: SimState, message_id: str, status: int, body: bytes,
+           media_type: str = "application/json") -> Response:
+    """Remember the answer to a message (a repeat gets the same one) and send it, slowly if so configured."""
+    state.responses[message_id] = (status, body)
+    return slow(Response(body, status_code=status, media_type=media_type), state)
+
+
+def repeat(state: SimState, message_id: str, media_type: str = "application/json") -> Response | None:
+    """The stored answer when this message was already processed: counterparts drop duplicates by id."""
+    if message_id not in state.responses:
+        return None
+    status, body = state.responses[message_id]
+    return slow(Response(body, status_code=status, media_type=media_type), state)
+
+
+def slow(response: Response, state: SimState) -> Response:
+    """Send an answer's body in small pieces spread over `slow_body_ms` (a slow or congested peer)."""
+    delay = state.config.slow_body_ms / 1000
+    if not delay:
+        return response
+    body = bytes(response.body)
+    pieces = [body[i:i + 16] for i in range(0, len(body), 16)] or [b""]
+
+    async def drip() -> AsyncIterator[bytes]:
+        for piece in pieces:
+            await asyncio.sleep(delay / len(pieces))
+            yield piece
+
+    return StreamingResponse(drip(), status_code=response.status_code, media_type=response.media_type,
+                             headers={"content-length": str(len(body))})
 
 
 def add_control_routes(app: FastAPI, state: SimState) -> None:

@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime, timezone
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from bench.loadgen import percentile, post_all
 from gateway.canonical.messages import parse_message
 from gateway.config import ROOT
 from gateway.mapping import load_mappings
+from gateway.pipeline.ports import EncodeContext
 from gateway.samples import SampleCases
 from tests.harness import free_port, wait_ready, write_counterparts
 
@@ -79,7 +81,9 @@ def _direct_bodies(messages: list[dict]) -> list[bytes]:
     adapter = MioAdapter()
     mappings = load_mappings(ROOT / "mappings")
     instance = mappings.instance("mio-kz-35")
-    return [adapter.encode(parse_message(m), mappings=mappings, instance=instance).body for m in messages]
+    context = EncodeContext(now=datetime.now(timezone.utc))
+    return [adapter.encode(parse_message(m), mappings=mappings, instance=instance, context=context).body
+            for m in messages]
 
 
 def _added_latency(direct: list[float], via: list[float]) -> dict[str, float]:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
-from gateway.canonical.errors import ConfigError
-from gateway.canonical.messages import Domain, ReferralKind
+from gateway.canonical.errors import ConfigError, WireDecodeError
+from gateway.canonical.messages import Domain, ReferralKind, RiskLevel
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
 RETRYABLE_STATUSES = (408, 429, 502, 503, 504)
@@ -85,25 +85,119 @@ class ReferralKindsFile(_Strict):
     kinds: dict[ReferralKind, KindEntry]
 
 
+class UnknownCode(WireDecodeError):
+    """A code no table entry maps (and the table names no default)."""
+
+    slug = "unknown-code"
+
+
+class CodeTable(_Strict):
+    """Canonical value <-> a counterpart's code; both directions must be unambiguous."""
+
+    description: str = ""
+    codes: dict[str, str]
+    default: str | None = Field(None, description="canonical value for an external code the table does not list")
+    name: str = Field("", exclude=True)
+
+    @model_validator(mode="after")
+    def _one_to_one(self) -> "CodeTable":
+        seen: dict[str, str] = {}
+        for canonical, external in self.codes.items():
+            if external in seen:
+                raise ValueError(f"codes.{canonical}: code {external!r} is also used for {seen[external]!r}")
+            seen[external] = canonical
+        if self.default is not None and self.default not in self.codes:
+            raise ValueError(f"default: {self.default!r} is not one of this table's canonical values")
+        return self
+
+    def external(self, canonical: str) -> str:
+        try:
+            return self.codes[canonical]
+        except KeyError:
+            raise UnknownCode(f"table {self.name}: no code for {canonical!r}") from None
+
+    def canonical(self, external: str) -> str:
+        for key, value in self.codes.items():
+            if value == external:
+                return key
+        if self.default is not None:
+            return self.default
+        raise UnknownCode(f"table {self.name}: unknown code {external!r}")
+
+
+class CodesFile(_Strict):
+    version: int = Field(ge=1)
+    tables: dict[str, CodeTable]
+
+
+class MatrixRule(_Strict):
+    """Risk in `domain` at one of `levels` with one of `triggers` -> these referrals."""
+
+    domain: Domain
+    levels: tuple[RiskLevel, ...] = Field(min_length=1)
+    triggers: tuple[str, ...] = Field(min_length=1)
+    referrals: tuple[ReferralKind, ...] = Field(min_length=1)
+
+
+class RoutingMatrixFile(_Strict):
+    version: int = Field(ge=1)
+    rules: tuple[MatrixRule, ...]
+
+    def referrals_for(self, *, domain: str, level: str, trigger: str) -> list[str]:
+        kinds: list[str] = []
+        for rule in self.rules:
+            if rule.domain == domain and level in rule.levels and trigger in rule.triggers:
+                kinds.extend(k for k in rule.referrals if k not in kinds)
+        return kinds
+
+
 class Mappings(_Strict):
     """Every mapping file, loaded and checked together."""
 
     kinds: ReferralKindsFile
     counterparts: CounterpartsFile
+    matrix: RoutingMatrixFile
+    codes: dict[str, CodeTable] = Field(default_factory=dict)
 
     def instance(self, name: str) -> Instance | None:
         return next((i for i in self.counterparts.instances if i.name == name), None)
+
+    def table(self, name: str) -> CodeTable:
+        try:
+            return self.codes[name]
+        except KeyError:
+            raise UnknownCode(f"no code table {name!r} in mappings/codes") from None
 
 
 _FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "kinds": ("referral-kinds.yaml", ReferralKindsFile),
     "counterparts": ("counterparts.yaml", CounterpartsFile),
+    "matrix": ("routing-matrix.yaml", RoutingMatrixFile),
 }
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses a key given twice in one mapping (PyYAML keeps the last silently)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: set = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
 def _load_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseModel | None:
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         errors.append(f"{path}: file is missing")
         return None
@@ -119,13 +213,46 @@ def _load_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseMo
         return None
 
 
+def _cross_check(directory: Path, loaded: dict[str, Any], errors: list[str]) -> None:
+    """References between files: every name used in one file must exist in the file that defines it."""
+    kinds: ReferralKindsFile | None = loaded.get("kinds")
+    matrix: RoutingMatrixFile | None = loaded.get("matrix")
+    if kinds and matrix:
+        for i, rule in enumerate(matrix.rules):
+            for j, kind in enumerate(rule.referrals):
+                if kind not in kinds.kinds:
+                    errors.append(f"{directory / 'routing-matrix.yaml'}: rules.{i}.referrals.{j}: referral kind"
+                                  f" {kind!r} is not in referral-kinds.yaml")
+                elif kinds.kinds[kind].domain != rule.domain:
+                    errors.append(f"{directory / 'routing-matrix.yaml'}: rules.{i}.referrals.{j}: {kind!r} belongs"
+                                  f" to domain {kinds.kinds[kind].domain!r}, not {rule.domain!r}")
+
+
+def _load_codes(directory: Path, errors: list[str]) -> dict[str, CodeTable]:
+    tables: dict[str, CodeTable] = {}
+    origin: dict[str, Path] = {}
+    for path in sorted((directory / "codes").glob("*.yaml")):
+        loaded = _load_file(path, CodesFile, errors)
+        if loaded is None:
+            continue
+        for name, table in loaded.tables.items():  # type: ignore[attr-defined]
+            if name in tables:
+                errors.append(f"{path}: tables.{name}: table also defined in {origin[name]}")
+                continue
+            tables[name] = table.model_copy(update={"name": name})
+            origin[name] = path
+    return tables
+
+
 def load_mappings(directory: Path, *, counterparts_file: Path | None = None) -> Mappings:
     """Load every mapping file; raise ConfigError listing each bad file and field."""
     errors: list[str] = []
-    loaded: dict[str, BaseModel | None] = {}
+    loaded: dict[str, Any] = {}
     for key, (filename, schema) in _FILES.items():
         path = counterparts_file if key == "counterparts" and counterparts_file else directory / filename
         loaded[key] = _load_file(path, schema, errors)
+    codes = _load_codes(directory, errors)
+    _cross_check(directory, loaded, errors)
     if errors:
         raise ConfigError("invalid mappings:\n" + "\n".join(f"  {e}" for e in errors))
-    return Mappings.model_validate({k: v for k, v in loaded.items()})
+    return Mappings(codes=codes, **loaded)

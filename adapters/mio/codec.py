@@ -10,9 +10,8 @@ import orjson
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.messages import AnyMessage, parse_message
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import DecodeContext, WireRequest, WireResponse, derived_message_id
+from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse, derived_message_id
 
-SERVICE_CODES = {"shelter.placement": "SHELTER_PLACEMENT"}
 REFERRALS_PATH = "/api/v1/referrals"
 ESCALATIONS_PATH = "/api/v1/escalations"
 
@@ -40,16 +39,15 @@ def _field(doc: dict[str, Any], name: str) -> Any:
 class MioAdapter:
     counterpart = "mio"
 
-    def encode(self, message: AnyMessage, *, mappings: Mappings, instance: Instance) -> WireRequest:
+    def encode(
+        self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext
+    ) -> WireRequest:
         headers = (("content-type", "application/json"), ("x-message-id", str(message.message_id)))
         if message.type == "referral.requested":
-            kind = message.body.kind
-            if kind not in SERVICE_CODES:
-                raise WireDecodeError(f"МИО does not serve referral kind {kind}")
             doc = {
                 "requestId": str(message.message_id),
                 "referralId": message.body.referral_id,
-                "service": SERVICE_CODES[kind],
+                "service": mappings.table("mio.service").external(message.body.kind),
                 "caseRef": message.case_id,
                 "riskRef": message.body.risk_id,
                 "requestedAt": _iso(message.occurred_at),
@@ -83,14 +81,12 @@ class MioAdapter:
             "occurred_at": doc.get("decidedAt") or context.received_at.isoformat(),
         }
         referral_id = request.body.referral_id
-        if status == "ACCEPTED":
-            return [parse_message({**base, "message_id": str(derived_message_id(request.message_id, "accepted")),
-                                   "type": "referral.accepted", "body": {"referral_id": referral_id}})]
-        if status == "REJECTED":
-            return [parse_message({**base, "message_id": str(derived_message_id(request.message_id, "rejected")),
-                                   "type": "referral.rejected",
-                                   "body": {"referral_id": referral_id, "reason": _field(doc, "reason")}})]
-        raise WireDecodeError(f"unknown referral status {status!r}")
+        kind = mappings.table("mio.status").canonical(status)
+        body: dict[str, Any] = {"referral_id": referral_id}
+        if kind == "referral.rejected":
+            body["reason"] = _field(doc, "reason")
+        return [parse_message({**base, "message_id": str(derived_message_id(request.message_id, kind)),
+                               "type": kind, "body": body})]
 
     def decode_callback(self, request: WireRequest, *, mappings: Mappings, context: DecodeContext) -> list[AnyMessage]:
         doc = _json(request.body)
@@ -100,13 +96,10 @@ class MioAdapter:
             "case_id": _field(doc, "caseRef"),
             "occurred_at": _field(doc, "occurredAt"),
         }
-        referral_id = _field(doc, "referralId")
-        if event == "REFERRAL_COMPLETED":
-            body: dict[str, Any] = {"referral_id": referral_id}
-            if doc.get("outcome"):
-                body["outcome"] = doc["outcome"]
-            return [parse_message({**base, "type": "referral.completed", "body": body})]
-        if event == "REFERRAL_REJECTED":
-            return [parse_message({**base, "type": "referral.rejected",
-                                   "body": {"referral_id": referral_id, "reason": _field(doc, "reason")}})]
-        raise WireDecodeError(f"unknown event {event!r}")
+        kind = mappings.table("mio.event").canonical(event)
+        body: dict[str, Any] = {"referral_id": _field(doc, "referralId")}
+        if kind == "referral.rejected":
+            body["reason"] = _field(doc, "reason")
+        elif doc.get("outcome"):
+            body["outcome"] = doc["outcome"]
+        return [parse_message({**base, "type": kind, "body": body})]

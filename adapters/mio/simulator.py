@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from adapters.simulation import CallbackSender, SimState, add_control_routes, apply_faults
+from adapters.simulation import CallbackSender, SimState, add_control_routes, answer, apply_faults, repeat
 
 
 def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mio") -> FastAPI:
@@ -37,14 +37,13 @@ def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/
         fault = await apply_faults(state, request_id)
         if fault is not None:
             return fault
-        if request_id in state.responses:  # a repeat of a request already served: same answer, no new work
-            status, answer = state.responses[request_id]
-            return Response(answer, status_code=status, media_type="application/json")
+        if (again := repeat(state, request_id)) is not None:
+            return again
         state.processed[request_id] = state.processed.get(request_id, 0) + 1
         state.received.append(doc)
         now = datetime.now(timezone.utc).isoformat()
         if kind == "referral":
-            answer = orjson.dumps({"requestId": request_id, "referralId": doc.get("referralId"),
+            body_out = orjson.dumps({"requestId": request_id, "referralId": doc.get("referralId"),
                                    "status": "ACCEPTED", "decidedAt": now})
             sender.schedule(
                 orjson.dumps({"eventId": str(uuid.uuid4()), "event": "REFERRAL_COMPLETED",
@@ -54,9 +53,8 @@ def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/
                 {"content-type": "application/json"},
             )
         else:
-            answer = orjson.dumps({"requestId": request_id, "status": "RECEIVED"})
-        state.responses[request_id] = (201, answer)
-        return Response(answer, status_code=201, media_type="application/json")
+            body_out = orjson.dumps({"requestId": request_id, "status": "RECEIVED"})
+        return answer(state, request_id, 201, body_out)
 
     @app.post("/api/v1/referrals")
     async def referrals(request: Request) -> Response:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.messages import AnyMessage
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import DecodeContext, WireRequest, WireResponse
+from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse
 
 RECEIVE_PATH = "/api/v1/gateway-messages"
 
@@ -13,7 +13,9 @@ RECEIVE_PATH = "/api/v1/gateway-messages"
 class ProbationAdapter:
     counterpart = "probation"
 
-    def encode(self, message: AnyMessage, *, mappings: Mappings, instance: Instance) -> WireRequest:
+    def encode(
+        self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext
+    ) -> WireRequest:
         return WireRequest(
             "POST",
             RECEIVE_PATH,

@@ -153,7 +153,8 @@ class Accepter:
             {"case_id": inc.message.case_id, "region": inc.message.body.region,
              "registered_message_id": str(inc.message.message_id)} for inc in registered
         ])
-        regions = self.store.case_regions(conn, {inc.message.case_id for inc in batch})
+        known = self.store.case_registrations(conn, {inc.message.case_id for inc in batch})
+        regions = {case_id: region for case_id, (region, _) in known.items()}
         if registered:
             self._unpark(conn, {inc.message.case_id for inc in registered}, regions)
         self.store.insert_referrals(conn, [
@@ -196,9 +197,11 @@ class Accepter:
             if row["instance"] is not None:
                 queued[index] += 1
             if row["state"] == "in_flight":
+                case_id = batch[index].message.case_id
                 claimed[index].append(ClaimedDelivery(
                     delivery_id, row["message_id"], row["counterpart"], row["instance"], 1,
                     row["first_attempt_at"], batch[index].message.to_json(),
+                    known[case_id][1] if case_id in known else None,
                 ))
         return [(q, tuple(c)) for q, c in zip(queued, claimed)]
 

@@ -14,11 +14,11 @@ from pydantic import ValidationError
 from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import GatewayError, WireDecodeError
-from gateway.canonical.messages import AnyMessage, parse_message
+from gateway.canonical.messages import AnyMessage, CaseRegistered, parse_message
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
-from gateway.pipeline.ports import Adapter, Clock, DecodeContext, WireRequest, WireResponse
+from gateway.pipeline.ports import Adapter, Clock, DecodeContext, EncodeContext, WireRequest, WireResponse
 from gateway.pipeline.retry import (
     CircuitBreaker,
     DeliveryFailure,
@@ -221,7 +221,9 @@ class DeliveryWorker:
             message = parse_message(delivery.content)
             if adapter is None:
                 raise GatewayError(f"no adapter for counterpart {instance.counterpart}")
-            wire: WireRequest = adapter.encode(message, mappings=self.mappings, instance=instance)
+            case = parse_message(delivery.case_content) if delivery.case_content else None
+            context = EncodeContext(now=self.clock(), case=case if isinstance(case, CaseRegistered) else None)
+            wire: WireRequest = adapter.encode(message, mappings=self.mappings, instance=instance, context=context)
         except (GatewayError, ValidationError, ValueError, KeyError) as exc:
             attempt.failure = DeliveryFailure(f"cannot encode for {instance.counterpart}: {exc}", retryable=False)
             return attempt

@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Callable, Protocol
 
 if TYPE_CHECKING:
-    from gateway.canonical.messages import AnyMessage
+    from gateway.canonical.messages import AnyMessage, CaseRegistered
     from gateway.mapping import Instance, Mappings
 
 
@@ -38,6 +38,14 @@ class WireResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class EncodeContext:
+    """What a pure encode may need beyond the message, looked up and injected by the pipeline."""
+
+    now: datetime
+    case: CaseRegistered | None = None  # the case's registration (person, region), when it is known
+
+
+@dataclass(frozen=True, slots=True)
 class DecodeContext:
     """What a pure decode may need from outside: the gateway's clock reading, injected."""
 
@@ -45,12 +53,37 @@ class DecodeContext:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+RecordKind = str  # identity_document_status | registration_status | osms_status | phc_attachment | employment_status
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLookup:
+    """A read-only request for a record about a person (the document-request flow)."""
+
+    request_id: str  # UUID chosen by the gateway; the counterpart drops repeats by it
+    record_kind: RecordKind
+    iin: str
+    purpose: str
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """A counterpart's answer to a lookup, normalised; `found` is False when it has no such record."""
+
+    record_kind: RecordKind
+    found: bool
+    data: dict[str, object]
+    as_of: datetime
+
+
 class Adapter(Protocol):
     """Translates canonical messages to one counterpart's wire format and back, without I/O."""
 
     counterpart: str
 
-    def encode(self, message: AnyMessage, *, mappings: Mappings, instance: Instance) -> WireRequest: ...
+    def encode(
+        self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext
+    ) -> WireRequest: ...
 
     def decode_response(
         self, response: WireResponse, *, mappings: Mappings, request: AnyMessage, context: DecodeContext

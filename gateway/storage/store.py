@@ -26,6 +26,7 @@ class ClaimedDelivery:
     attempts: int  # including the one now claimed
     first_attempt_at: datetime | None
     content: bytes
+    case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
 
 
 def _insert(conn: Connection, table):  # noqa: ANN001, ANN202
@@ -75,11 +76,16 @@ class Store:
         conn.execute(stmt, rows)
 
     @staticmethod
-    def case_regions(conn: Connection, case_ids: set[str]) -> dict[str, str]:
+    def case_registrations(conn: Connection, case_ids: set[str]) -> dict[str, tuple[str, bytes]]:
+        """case_id -> (region, content of its case.registered) for the cases known."""
         if not case_ids:
             return {}
-        rows = conn.execute(select(cases.c.case_id, cases.c.region).where(cases.c.case_id.in_(case_ids)))
-        return dict(rows.all())
+        rows = conn.execute(
+            select(cases.c.case_id, cases.c.region, messages.c.content)
+            .join(messages, messages.c.message_id == cases.c.registered_message_id)
+            .where(cases.c.case_id.in_(case_ids))
+        )
+        return {r[0]: (r[1], r[2]) for r in rows}
 
     @staticmethod
     def insert_referrals(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -196,6 +202,7 @@ class Store:
                 deliveries.c.instance,
                 deliveries.c.attempts,
                 deliveries.c.first_attempt_at,
+                deliveries.c.case_id,
             )
         )
         claimed = (conn.execute(stmt)).all()
@@ -210,9 +217,10 @@ class Store:
                 )
             ).all()
         )
+        registrations = Store.case_registrations(conn, {r.case_id for r in claimed})
         return [
             ClaimedDelivery(r.id, r.message_id, r.counterpart, r.instance, r.attempts, r.first_attempt_at,
-                            contents[r.message_id])
+                            contents[r.message_id], registrations.get(r.case_id, (None, None))[1])
             for r in claimed
         ]
 
