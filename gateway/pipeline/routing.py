@@ -40,6 +40,9 @@ class Router:
         """Where a message must be delivered; an empty list means it is only stored."""
         if message.type == "referral.requested":
             counterpart = self.mappings.kinds.kinds[message.body.kind].counterpart
+            if region is None:
+                # Every referral is about a person, and the person comes with case.registered.
+                return [Route(counterpart, None, "the case is not registered yet: no case.registered received")]
             return [self.pick(counterpart, region)]
         if message.type in REPLY_TYPES:
             return [self.pick("probation", None)]

@@ -115,6 +115,6 @@ def test_referral_for_unknown_region_is_parked_then_routed_when_the_case_arrives
     referral = samples.shelter_referral(case["case_id"])
     assert httpx.post(f"{stack.gateway_url}/v1/messages", json=referral).status_code == 202
     parked = wait_for(lambda: (s := _status(stack, referral["message_id"]))["status"] == "parked" and s)
-    assert "region is unknown" in parked["deliveries"][0]["reason"]
+    assert "not registered yet" in parked["deliveries"][0]["reason"]
     assert httpx.post(f"{stack.gateway_url}/v1/messages", json=case).status_code == 202
     wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", what="unparked")

@@ -1,0 +1,1 @@
+"""Security: hardened parsing now; signing, verification, keys and identities as they come."""
