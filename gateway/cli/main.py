@@ -17,6 +17,8 @@ from gateway.config import ROOT, Settings
 app = typer.Typer(help="Probation exchange gateway", no_args_is_help=True, add_completion=False)
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+mappings_app = typer.Typer(help="Mapping files (code tables, routing matrix, counterparts)", no_args_is_help=True)
+app.add_typer(mappings_app, name="mappings")
 
 
 def _settings(**overrides: object) -> Settings:
@@ -137,6 +139,22 @@ def openapi(
         typer.echo("wrote openapi/openapi.json", err=True)
     else:
         sys.stdout.write(text)
+
+
+@mappings_app.command("check")
+def mappings_check(
+    directory: Path = typer.Argument(ROOT / "mappings", help="a mappings directory"),
+    counterparts_file: Path = typer.Option(None, help="counterpart instances (default DIRECTORY/counterparts.yaml)"),
+) -> None:
+    """Validate every mapping file; print each error with its file and field."""
+    from gateway.mapping import load_mappings
+
+    try:
+        m = load_mappings(directory, counterparts_file=counterparts_file)
+    except ConfigError as exc:
+        _fail(str(exc))
+    typer.echo(f"{directory}: ok ({len(m.kinds.kinds)} referral kinds, {len(m.matrix.rules)} matrix rules,"
+               f" {len(m.codes)} code tables, {len(m.counterparts.instances)} counterpart instances)")
 
 
 @db_app.command("upgrade")

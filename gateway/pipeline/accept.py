@@ -11,10 +11,11 @@ from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
-from gateway.pipeline.ports import Clock
+from gateway.pipeline.ports import Clock, derived_message_id
 from gateway.pipeline.routing import Router
 from gateway.storage.store import ClaimedDelivery, Store
 
+MATRIX_SOURCE = "routing-matrix"
 REPLY_STATUS = {"referral.accepted": "accepted", "referral.completed": "completed", "referral.rejected": "rejected"}
 
 
@@ -38,6 +39,7 @@ class Accepted:
     response: dict[str, Any]
     queued: int = 0
     dispatched: tuple[ClaimedDelivery, ...] = ()  # claimed in the accepting transaction, to start at once
+    derived: tuple["Accepted", ...] = ()  # messages this one caused (the routing matrix's referrals)
 
 
 class Dispatcher(Protocol):
@@ -75,6 +77,8 @@ class Accepter:
     def notify(self, result: Accepted) -> None:
         for listener in self.listeners:
             listener(result)
+        for derived in result.derived:
+            self.notify(derived)
 
     def accept_many(self, conn: Connection, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
         """The transactional core, also used when a delivery's replies are recorded with its attempt.
@@ -125,6 +129,12 @@ class Accepter:
         routed = self._route(conn, [batch[i] for i in new])
         for i, (count, claimed) in zip(new, routed):
             results[i] = Accepted(**{**_fields(results[i]), "queued": count, "dispatched": claimed})
+        for i in new:
+            derived = self._matrix_referrals(batch[i])
+            if derived:
+                outcome = self.accept_many(conn, derived)
+                results[i] = Accepted(**{**_fields(results[i]),
+                                         "derived": tuple(r for r in outcome if isinstance(r, Accepted))})
         now = self.clock()
         self.store.insert_exchanges(conn, [
             {
@@ -139,6 +149,30 @@ class Accepter:
             for inc, res in zip(batch, results)
         ])
         return results  # type: ignore[return-value]
+
+    def _matrix_referrals(self, inc: Incoming) -> list[Incoming]:
+        """The routing matrix: a detected risk creates the referrals the matrix lists, linked by risk_id.
+
+        Ids derive from the risk message's id, so the same risk re-sent creates nothing new."""
+        msg = inc.message
+        if msg.type != "risk.detected":
+            return []
+        kinds = self.router.mappings.matrix.referrals_for(
+            domain=msg.body.domain, level=msg.body.level, trigger=msg.body.trigger
+        )
+        out = []
+        for kind in kinds:
+            message_id = derived_message_id(msg.message_id, f"matrix/{kind}")
+            referral = parse_message({
+                "message_id": str(message_id),
+                "type": "referral.requested",
+                "case_id": msg.case_id,
+                "occurred_at": msg.occurred_at.isoformat(),
+                "body": {"referral_id": f"RM-{message_id.hex[:20]}", "kind": kind, "risk_id": msg.body.risk_id,
+                         "details": {"trigger": msg.body.trigger, "level": msg.body.level}},
+            })
+            out.append(Incoming(message=referral, source=MATRIX_SOURCE, received_at=inc.received_at, hop="derived"))
+        return out
 
     def _route(
         self, conn: Connection, batch: list[Incoming]
@@ -175,7 +209,7 @@ class Accepter:
         owners: list[int] = []  # index in batch of each delivery row
         for index, inc in enumerate(batch):
             msg = inc.message
-            for r in self.router.routes(msg, region=regions.get(msg.case_id)):
+            for r in self.router.routes(msg, region=regions.get(msg.case_id), source=inc.source):
                 row = {
                     "message_id": str(msg.message_id), "case_id": msg.case_id, "counterpart": r.counterpart,
                     "instance": r.instance, "state": "pending" if r.instance else "parked", "attempts": 0,
@@ -210,7 +244,7 @@ class Accepter:
         now = self.clock()
         for delivery_id, counterpart, content in self.store.parked_for_cases(conn, case_ids):
             parked = parse_message(content)
-            for route in self.router.routes(parked, region=regions.get(parked.case_id)):
+            for route in self.router.routes(parked, region=regions.get(parked.case_id), source=""):
                 if route.counterpart == counterpart:
                     self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
                                              now=now)

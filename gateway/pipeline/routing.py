@@ -36,14 +36,16 @@ class Router:
             return Route(counterpart, None, f"no {counterpart} {role} instance serves region {region}")
         return Route(counterpart, chosen.name)
 
-    def routes(self, message: AnyMessage, *, region: str | None) -> list[Route]:
+    def routes(self, message: AnyMessage, *, region: str | None, source: str = "") -> list[Route]:
         """Where a message must be delivered; an empty list means it is only stored."""
         if message.type == "referral.requested":
             counterpart = self.mappings.kinds.kinds[message.body.kind].counterpart
+            # The Probation IS learns of the referrals the routing matrix made on its behalf.
+            told = [self.pick("probation", None)] if source == "routing-matrix" else []
             if region is None:
                 # Every referral is about a person, and the person comes with case.registered.
-                return [Route(counterpart, None, "the case is not registered yet: no case.registered received")]
-            return [self.pick(counterpart, region)]
+                return [Route(counterpart, None, "the case is not registered yet: no case.registered received"), *told]
+            return [self.pick(counterpart, region), *told]
         if message.type in REPLY_TYPES:
             return [self.pick("probation", None)]
         if message.type == "escalation.raised":

@@ -24,7 +24,7 @@ class DeliveryView(BaseModel):
 
 
 class HopView(BaseModel):
-    hop: Literal["received", "reply", "attempt"]
+    hop: Literal["received", "reply", "derived", "attempt"]
     peer: str
     attempt: int | None
     request_in_at: datetime | None
@@ -75,3 +75,23 @@ async def message_status(*, store: Store, message_id: str) -> MessageStatus:
         deliveries=dels,
         timeline=found["hops"],
     )
+
+
+class DeliveryItem(DeliveryView):
+    message_id: str
+    case_id: str
+    type: str
+    created_at: datetime
+
+
+class DeliveryList(BaseModel):
+    items: list[DeliveryItem]
+    next: int | None
+
+
+async def list_deliveries(
+    *, store: Store, state: str | None, counterpart: str | None, instance: str | None, after: int, limit: int
+) -> DeliveryList:
+    rows = await store.list_deliveries(state=state, counterpart=counterpart, instance=instance, after=after,
+                                       limit=limit)
+    return DeliveryList(items=rows, next=rows[-1]["id"] if len(rows) == limit else None)

@@ -262,6 +262,28 @@ class Store:
             ).mappings().all()
         return {"message": dict(msg._mapping), "deliveries": [dict(d) for d in dels], "hops": [dict(h) for h in hops]}
 
+    async def list_deliveries(
+        self, *, state: str | None, counterpart: str | None, instance: str | None, after: int, limit: int
+    ) -> list[dict[str, Any]]:
+        query = (
+            select(deliveries.c.id, deliveries.c.message_id, deliveries.c.case_id, deliveries.c.counterpart,
+                   deliveries.c.instance, deliveries.c.state, deliveries.c.attempts, deliveries.c.next_attempt_at,
+                   deliveries.c.created_at, deliveries.c.finished_at, deliveries.c.last_status, deliveries.c.reason,
+                   messages.c.type)
+            .join(messages, messages.c.message_id == deliveries.c.message_id)
+            .where(deliveries.c.id > after)
+            .order_by(deliveries.c.id)
+            .limit(limit)
+        )
+        if state:
+            query = query.where(deliveries.c.state == state)
+        if counterpart:
+            query = query.where(deliveries.c.counterpart == counterpart)
+        if instance:
+            query = query.where(deliveries.c.instance == instance)
+        async with self.engines.read.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
+
     async def delivery_counts(self) -> dict[str, int]:
         async with self.engines.read.connect() as conn:
             rows = await conn.execute(select(deliveries.c.state, func.count()).group_by(deliveries.c.state))

@@ -118,3 +118,45 @@ def test_referral_for_unknown_region_is_parked_then_routed_when_the_case_arrives
     assert "not registered yet" in parked["deliveries"][0]["reason"]
     assert httpx.post(f"{stack.gateway_url}/v1/messages", json=case).status_code == 202
     wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", what="unparked")
+
+
+def test_risk_detected_creates_the_matrix_referrals_linked_by_risk_id(stack: Stack) -> None:
+    stack.start_gateway()
+    samples = SampleCases(seed=6)
+    case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
+    risk = {
+        "message_id": "5d1c2f7e-4c8a-4d55-9a59-0c8a7f4f1a01", "type": "risk.detected", "case_id": case["case_id"],
+        "occurred_at": case["occurred_at"],
+        "body": {"risk_id": "R-9", "domain": "housing", "level": "R3", "trigger": "homeless"},
+    }
+    for message in (case, risk, risk):  # the risk twice: the matrix must not create a second referral
+        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+
+    def probation_types() -> dict[str, dict]:
+        got = httpx.get(f"{stack.probation.url}/_sim/received").json()
+        by_type = {m["type"]: m for m in got if m["body"].get("risk_id") == "R-9" or m["type"] != "referral.requested"}
+        return by_type if {"referral.requested", "referral.accepted", "referral.completed"} <= set(by_type) else {}
+
+    got = wait_for(probation_types, what="matrix referral, its acceptance and completion at the Probation IS")
+    referral = got["referral.requested"]
+    assert referral["body"]["kind"] == "shelter.placement" and referral["body"]["risk_id"] == "R-9"
+    assert got["referral.completed"]["body"]["referral_id"] == referral["body"]["referral_id"]
+    mio = httpx.get(f"{stack.mio.url}/_sim/received").json()
+    assert [m["referralId"] for m in mio] == [referral["body"]["referral_id"]]
+    assert mio[0]["riskRef"] == "R-9"
+    assert _status(stack, referral["message_id"])["timeline"][0]["hop"] == "derived"
+
+
+def test_risk_without_a_matrix_rule_creates_no_referral(stack: Stack) -> None:
+    stack.start_gateway()
+    samples = SampleCases(seed=7)
+    case = samples.case()[0]
+    risk = {
+        "message_id": "7a0e4b8c-1f2d-4e3a-8b9c-0d1e2f3a4b5c", "type": "risk.detected", "case_id": case["case_id"],
+        "occurred_at": case["occurred_at"],
+        "body": {"risk_id": "R-10", "domain": "housing", "level": "R1", "trigger": "homeless"},
+    }
+    for message in (case, risk):
+        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+    status = _status(stack, risk["message_id"])
+    assert status["status"] == "stored" and status["deliveries"] == []

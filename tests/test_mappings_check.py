@@ -1,0 +1,78 @@
+"""`gateway mappings check DIR`: every error printed with its file and field, exit status non-zero."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.config import ROOT
+
+
+def _copy(tmp_path: Path) -> Path:
+    target = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", target)
+    return target
+
+
+def _check(directory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "gateway", "mappings", "check", str(directory)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_the_shipped_mappings_pass(tmp_path: Path) -> None:
+    result = _check(ROOT / "mappings")
+    assert result.returncode == 0, result.stderr
+    assert "ok" in result.stdout
+
+
+def test_unknown_field_is_named_with_file_and_field(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    path = d / "routing-matrix.yaml"
+    path.write_text(path.read_text().replace("    referrals: [shelter.placement]",
+                                             "    referrals: [shelter.placement]\n    priority: high"))
+    result = _check(d)
+    assert result.returncode != 0
+    assert f"{path}: rules.0.priority: Extra inputs are not permitted" in result.stderr
+
+
+@pytest.mark.parametrize("how", ["duplicate key", "code used twice"])
+def test_duplicate_code_is_named_with_file_and_field(tmp_path: Path, how: str) -> None:
+    d = _copy(tmp_path)
+    path = d / "codes" / "mio.yaml"
+    text = path.read_text()
+    if how == "duplicate key":
+        text = text.replace("      shelter.placement: SHELTER_PLACEMENT",
+                            "      shelter.placement: SHELTER_PLACEMENT\n      shelter.placement: SHELTER")
+        expected = "duplicate key 'shelter.placement'"
+    else:
+        text = text.replace("      referral.rejected: REJECTED", "      referral.rejected: ACCEPTED")
+        expected = "tables.mio.status: Value error, codes.referral.rejected: code 'ACCEPTED' is also used for"
+    path.write_text(text)
+    result = _check(d)
+    assert result.returncode != 0
+    assert str(path) in result.stderr and expected in result.stderr, result.stderr
+
+
+def test_dangling_reference_is_named_with_file_and_field(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    kinds = d / "referral-kinds.yaml"
+    kinds.write_text("\n".join(line for line in kinds.read_text().splitlines()
+                               if not line.strip().startswith("employment.track")) + "\n")
+    result = _check(d)
+    assert result.returncode != 0
+    assert (f"{d / 'routing-matrix.yaml'}: rules.3.referrals.0: referral kind 'employment.track' is not in"
+            " referral-kinds.yaml") in result.stderr
+
+
+def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "routing-matrix.yaml").write_text("version: 1\nrules: [{domain: space}]\n")
+    (d / "codes" / "mio.yaml").write_text("version: 0\ntables: {}\n")
+    result = _check(d)
+    assert result.returncode != 0
+    assert "routing-matrix.yaml: rules.0.domain" in result.stderr
+    assert "mio.yaml: version" in result.stderr
