@@ -88,8 +88,6 @@ class ReferralKindsFile(_Strict):
 class UnknownCode(WireDecodeError):
     """A code no table entry maps (and the table names no default)."""
 
-    slug = "unknown-code"
-
 
 class CodeTable(_Strict):
     """Canonical value <-> a counterpart's code; both directions must be unambiguous."""
