@@ -30,6 +30,7 @@ class FaultConfig(BaseModel):
     timeout_count: int = Field(0, ge=0, description="hang the next N requests past any sane timeout")
     reset_count: int = Field(0, ge=0, description="cut the connection mid-answer on the next N requests")
     slow_body_ms: float = Field(0, ge=0, description="drip each answer's body out over this long")
+    malformed_count: int = Field(0, ge=0, description="answer the next N requests 200 with a body that does not parse")
     callback_delay_ms: float = Field(50, ge=0)
     callbacks: bool = True
 
@@ -58,7 +59,7 @@ class SimState:
         }
 
 
-async def apply_faults(state: SimState, message_id: str) -> Response | None:
+async def apply_faults(state: SimState, message_id: str, *, media_type: str = "application/json") -> Response | None:
     """Record the attempt, then answer with a scripted fault or None to go on normally."""
     cfg = state.config
     attempts = state.attempts.setdefault(message_id, [])
@@ -71,6 +72,9 @@ async def apply_faults(state: SimState, message_id: str) -> Response | None:
     if cfg.reset_count > 0:
         cfg.reset_count -= 1
         return _cut_off()
+    if cfg.malformed_count > 0:
+        cfg.malformed_count -= 1
+        return Response(b'{"truncated": <Envelope', status_code=200, media_type=media_type)
     headers = {"Retry-After": cfg.retry_after} if cfg.retry_after else {}
     if cfg.storm_count > 0:
         cfg.storm_count -= 1

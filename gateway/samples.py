@@ -79,6 +79,30 @@ class SampleCases:
             messages.append(self.shelter_referral(case_id, occurred=occurred))
         return messages
 
+    def risks(self, case: dict[str, Any]) -> list[dict[str, Any]]:
+        """risk.detected messages for a registered case, at the survey's barrier and help-request rates."""
+        rng = self.rng
+        occurred = datetime.fromisoformat(case["occurred_at"])
+        drawn = [
+            ("economic", "no_income", 0.68, "R2"),
+            ("housing", rng.choice(["homeless", "lives_with_aggressor", "exploitation_risk"]), 0.42, "R3"),
+            ("legal", rng.choice(["no_documents", "no_registration"]), 0.35, "R2"),
+            ("medical", "high_medical_need", 0.65, "R2"),  # psychological help requested
+            ("medical", "no_phc_attachment", 0.42, "R1"),
+        ]
+        out = []
+        for n, (domain, trigger, share, level) in enumerate(drawn):
+            if rng.random() < share:
+                out.append({
+                    "message_id": _uuid(rng),
+                    "type": "risk.detected",
+                    "case_id": case["case_id"],
+                    "occurred_at": (occurred + timedelta(seconds=n + 1)).isoformat(),
+                    "body": {"risk_id": f"R-{rng.randrange(10**9):09d}", "domain": domain, "level": level,
+                             "trigger": trigger},
+                })
+        return out
+
     def shelter_referral(self, case_id: str, *, occurred: datetime | None = None) -> dict[str, Any]:
         occurred = occurred or self._now().astimezone(timezone(timedelta(hours=5)))
         return {

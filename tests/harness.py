@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import importlib
 import os
 import socket
 import subprocess
@@ -83,6 +84,8 @@ class Stack:
     worker_env: dict[str, str] = field(default_factory=dict)
     gateway_sock: socket.socket = field(default_factory=bound_socket)
     servers: list[ThreadServer] = field(default_factory=list)
+    national: tuple[str, ...] = ()  # also run these national counterparts' simulators: con, mtszn, health
+    sims: dict[str, ThreadServer] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.gateway_port = self.gateway_sock.getsockname()[1]
@@ -90,15 +93,22 @@ class Stack:
         self.mio = ThreadServer(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio")).start()
         self.probation = ThreadServer(probation_app()).start()
         self.servers += [self.mio, self.probation]
-        self.counterparts = write_counterparts(
-            self.tmp / "counterparts.yaml",
-            [
-                {"name": "probation", "counterpart": "probation", "base_url": self.probation.url,
-                 "retry": self.retry, "timeout_s": 5},
-                {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": self.mio.url,
-                 "retry": self.retry, "timeout_s": 5},
-            ],
-        )
+        instances = [
+            {"name": "probation", "counterpart": "probation", "base_url": self.probation.url,
+             "retry": self.retry, "timeout_s": 5},
+            {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": self.mio.url,
+             "retry": self.retry, "timeout_s": 5},
+        ]
+        for counterpart in self.national:
+            module = importlib.import_module(f"adapters.{counterpart}.simulator")
+            sim = ThreadServer(module.create_app(
+                name=counterpart, callback_url=f"{self.gateway_url}/v1/inbound/{counterpart}")).start()
+            self.sims[counterpart] = sim
+            self.servers.append(sim)
+            instances.append({"name": counterpart, "counterpart": counterpart, "base_url": sim.url,
+                              "retry": self.retry, "timeout_s": 5})
+        self.sims["mio"] = self.mio
+        self.counterparts = write_counterparts(self.tmp / "counterparts.yaml", instances)
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = dict(database_url=self.database_url, counterparts_file=self.counterparts,

@@ -30,7 +30,8 @@ async def _traffic(base_url: str, *, rate: float, duration: float) -> None:
             await asyncio.sleep(0.1)
         last = None
         while not duration or time.monotonic() - started < duration:
-            for message in samples.case():
+            case = samples.case()[0]
+            for message in [case, *samples.risks(case)]:
                 response = await client.post("/v1/messages", json=message)
                 if response.status_code != 202:
                     print(f"demo: {response.status_code} {response.text[:200]}", file=sys.stderr)
