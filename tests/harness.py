@@ -45,7 +45,7 @@ class ThreadServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
-                                                    log_config=None))
+                                                    log_config=None, timeout_graceful_shutdown=1))
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:

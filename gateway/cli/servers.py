@@ -26,7 +26,7 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="on", log_config=None)
+                            lifespan="on", log_config=None, timeout_graceful_shutdown=5)
     return uvicorn.Server(config)
 
 

@@ -160,3 +160,28 @@ def test_risk_without_a_matrix_rule_creates_no_referral(stack: Stack) -> None:
         assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
     status = _status(stack, risk["message_id"])
     assert status["status"] == "stored" and status["deliveries"] == []
+
+
+def test_transport_faults_are_retried_until_delivered_once(stack: Stack) -> None:
+    write_counterparts(stack.counterparts, [
+        {"name": "probation", "counterpart": "probation", "base_url": stack.probation.url},
+        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": stack.mio.url,
+         "retry": stack.retry, "timeout_s": 0.5, "breaker": {"failure_threshold": 1000}},
+    ])
+    stack.start_gateway()
+    samples = SampleCases(seed=8)
+    faults = [{"reset_count": 1}, {"timeout_count": 1}, {"storm_count": 2, "storm_status": 502},
+              {"slow_body_ms": 200}]
+    for fault in faults:
+        httpx.post(f"{stack.mio.url}/_sim/reset").raise_for_status()
+        sim_config(stack.mio, callbacks=False, **fault)
+        _, referral = _register_and_refer(stack, samples)
+        status = wait_for(lambda: (s := _status(stack, referral["message_id"]))["status"] == "delivered" and s,
+                          timeout=30, what=f"delivered despite {fault}")
+        attempts = [h for h in status["timeline"] if h["hop"] == "attempt"]
+        expected = 1 if "slow_body_ms" in fault else 1 + max(fault.get("reset_count", 0),
+                                                             fault.get("timeout_count", 0), fault.get("storm_count", 0))
+        assert len(attempts) == expected, (fault, attempts)
+        assert attempts[-1]["status_code"] == 201
+        stats = sim_stats(stack.mio)
+        assert stats["unique_messages"] == 1 and stats["processed_twice"] == [], (fault, stats)
