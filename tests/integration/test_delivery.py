@@ -185,3 +185,48 @@ def test_transport_faults_are_retried_until_delivered_once(stack: Stack) -> None
         assert attempts[-1]["status_code"] == 201
         stats = sim_stats(stack.mio)
         assert stats["unique_messages"] == 1 and stats["processed_twice"] == [], (fault, stats)
+
+
+def test_region_without_instance_is_parked_and_listed_for_administrators(stack: Stack) -> None:
+    stack.start_gateway()
+    samples = SampleCases(seed=9)
+    case = samples.case()[0]
+    case["body"]["region"] = "KZ-10"  # Abai region: no МИО instance configured in this stack
+    referral = samples.shelter_referral(case["case_id"])
+    for message in (case, referral):
+        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+    listed = httpx.get(f"{stack.gateway_url}/v1/deliveries", params={"state": "parked"}).json()
+    (item,) = [i for i in listed["items"] if i["message_id"] == referral["message_id"]]
+    assert item["counterpart"] == "mio" and item["instance"] is None
+    assert item["reason"] == "no mio service instance serves region KZ-10"
+    assert _status(stack, referral["message_id"])["status"] == "parked"
+    assert httpx.get(f"{stack.gateway_url}/v1/deliveries", params={"state": "bogus"}).status_code == 422
+
+
+def test_escalation_goes_to_the_regional_leadership_and_the_probation_is(stack: Stack) -> None:
+    from adapters.mio.simulator import create_app as mio_app
+    from tests.harness import ThreadServer
+
+    leadership = ThreadServer(mio_app(name="mio-kz-35-leadership")).start()
+    stack.servers.append(leadership)
+    write_counterparts(stack.counterparts, [
+        {"name": "probation", "counterpart": "probation", "base_url": stack.probation.url},
+        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": stack.mio.url},
+        {"name": "mio-kz-35-leadership", "counterpart": "mio", "role": "leadership", "regions": ["KZ-35"],
+         "base_url": leadership.url},
+    ])
+    stack.start_gateway()
+    samples = SampleCases(seed=10)
+    case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
+    escalation = {
+        "message_id": "9b2e4f6a-8c0d-4e1f-a3b5-c7d9e1f3a5b7", "type": "escalation.raised", "case_id": case["case_id"],
+        "occurred_at": case["occurred_at"],
+        "body": {"rule": "housing.placement", "deadline_at": case["occurred_at"], "reason": "48 h passed"},
+    }
+    for message in (case, escalation):
+        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+    status = wait_for(lambda: (s := _status(stack, escalation["message_id"]))["status"] == "delivered" and s)
+    assert sorted(d["instance"] for d in status["deliveries"]) == ["mio-kz-35-leadership", "probation"]
+    got = httpx.get(f"{leadership.url}/_sim/received").json()
+    assert [m["rule"] for m in got] == ["housing.placement"]
+    assert httpx.get(f"{stack.mio.url}/_sim/received").json() == []
