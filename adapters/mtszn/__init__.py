@@ -1,0 +1,1 @@
+"""МТСЗН (labour and social protection, employment centres): REST/JSON, employment track and social contract."""
