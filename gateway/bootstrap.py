@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.mio.codec import MioAdapter
+from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
 from gateway.config import Settings
 from gateway.mapping import Mappings, load_mappings
@@ -19,7 +20,7 @@ from gateway.storage.store import Store
 
 
 def build_adapters() -> dict[str, Adapter]:
-    return {a.counterpart: a for a in (MioAdapter(), ProbationAdapter())}
+    return {a.counterpart: a for a in (MioAdapter(), MtsznAdapter(), ProbationAdapter())}
 
 
 @dataclass

@@ -7,11 +7,13 @@ from typing import Any, Coroutine, TypeVar
 
 import uvicorn
 
-from adapters.mio.simulator import create_app as mio_app
+import adapters.mio.simulator
+import adapters.mtszn.simulator
 from adapters.probation.simulator import create_app as probation_app
 from gateway.mapping import Mappings
 
 T = TypeVar("T")
+SIMULATORS = {"mio": adapters.mio.simulator, "mtszn": adapters.mtszn.simulator}
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
@@ -33,9 +35,11 @@ def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvi
 def simulator_servers(mappings: Mappings, *, gateway_url: str) -> list[tuple[str, uvicorn.Server]]:
     """One simulator per configured instance whose base_url is on this machine."""
     factories = {
-        "mio": lambda name: mio_app(name=name, callback_url=f"{gateway_url}/v1/inbound/mio"),
-        "probation": lambda name: probation_app(name=name),
+        counterpart: (lambda name, m=module, cp=counterpart: m.create_app(
+            name=name, callback_url=f"{gateway_url}/v1/inbound/{cp}"))
+        for counterpart, module in SIMULATORS.items()
     }
+    factories["probation"] = lambda name: probation_app(name=name)
     servers = []
     for inst in mappings.counterparts.instances:
         host = inst.base_url.host or ""

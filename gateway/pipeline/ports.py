@@ -94,6 +94,18 @@ class Adapter(Protocol):
     ) -> list[AnyMessage]: ...
 
 
+class LookupAdapter(Adapter, Protocol):
+    """An adapter whose counterpart also answers record lookups (the document-request flow)."""
+
+    def encode_lookup(
+        self, lookup: RecordLookup, *, mappings: Mappings, instance: Instance, context: EncodeContext
+    ) -> WireRequest: ...
+
+    def decode_lookup(
+        self, response: WireResponse, *, mappings: Mappings, lookup: RecordLookup, context: DecodeContext
+    ) -> RecordResult: ...
+
+
 Clock = Callable[[], datetime]
 
 
