@@ -90,7 +90,9 @@ class DeliveryWorker:
 
     @property
     def lease(self) -> timedelta:
-        return timedelta(seconds=self.settings.lease_s)
+        # A claim must outlive its attempt, or another worker would take over a delivery still being sent.
+        longest = max((i.timeout_s for i in self.mappings.counterparts.instances), default=0.0)
+        return timedelta(seconds=max(self.settings.lease_s, longest * 1.5))
 
     def capacity_for(self, instance: str) -> int:
         """Room for deliveries claimed at acceptance; none while stopping or the breaker is not closed."""
@@ -175,24 +177,38 @@ class DeliveryWorker:
             return 0
         mono = time.monotonic()
         exclude = []
+        capped = []  # (instance, room) where room < free: claimed apart, so its limit holds
         for inst in self.mappings.counterparts.instances:
-            limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
-            if self.breaker.blocked(inst.name, now=mono) or self._in_flight[inst.name] >= limit:
+            # blocked() first: it is what turns an open breaker whose pause is over into half-open.
+            if self.breaker.blocked(inst.name, now=mono):
                 exclude.append(inst.name)
-        claimed = await self.store.committer.submit(self._claim_many, (free, tuple(exclude)))
+                continue
+            limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
+            room = limit - self._in_flight[inst.name]
+            if room < free:
+                exclude.append(inst.name)
+                if room > 0:
+                    capped.append((inst.name, room))
+        claimed = await self.store.committer.submit(self._claim_many, (free, tuple(exclude), tuple(capped)))
         for delivery in claimed:
             self._start(delivery)
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
 
-    def _claim_many(self, conn: Connection, requests: list[tuple[int, tuple[str, ...]]]) -> list:
+    def _claim_many(
+        self, conn: Connection, requests: list[tuple[int, tuple[str, ...], tuple[tuple[str, int], ...]]]
+    ) -> list:
         # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits.
         out = []
-        for limit, exclude in requests:
-            out.append(self.store.claim_in(
-                conn, worker=self.worker_id, now=self.clock(), limit=limit,
-                lease=self.lease, exclude=exclude,
-            ))
+        for free, exclude, capped in requests:
+            now = self.clock()
+            got: list[ClaimedDelivery] = []
+            for name, room in capped:  # an instance with less room than `free` (max_in_flight, half-open)
+                got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=min(room, free - len(got)),
+                                           lease=self.lease, only=(name,))
+            got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=free - len(got),
+                                       lease=self.lease, exclude=exclude)
+            out.append(got)
         return out
 
     # --- one attempt -------------------------------------------------------------------------

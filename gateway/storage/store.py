@@ -170,7 +170,7 @@ class Store:
     @staticmethod
     def claim_in(
         conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
-        exclude: Iterable[str] = (),
+        exclude: Iterable[str] = (), only: Iterable[str] = (),
     ) -> list[ClaimedDelivery]:
         """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED)."""
         if limit <= 0:
@@ -184,6 +184,9 @@ class Store:
         excluded = list(exclude)
         if excluded:
             pick = pick.where(deliveries.c.instance.not_in(excluded))
+        wanted = list(only)
+        if wanted:
+            pick = pick.where(deliveries.c.instance.in_(wanted))
         pick = pick.order_by(deliveries.c.next_attempt_at).limit(limit).with_for_update(skip_locked=True)
         stmt = (
             update(deliveries)

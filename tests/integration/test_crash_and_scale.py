@@ -20,9 +20,10 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from gateway.mapping import Instance
 from gateway.samples import SampleCases
 from gateway.storage.tables import deliveries, exchanges
-from tests.harness import Stack, free_port, sim_stats, wait_for
+from tests.harness import Stack, free_port, sim_config, sim_stats, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -140,6 +141,7 @@ def _free_gateway_port(stack: Stack) -> int:
 
 
 N_QUEUED = 1000
+MIO_MAX_IN_FLIGHT = Instance.model_fields["max_in_flight"].default  # the Stack leaves it at the default
 
 
 def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
@@ -163,10 +165,16 @@ def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
     t_submitted = time.monotonic()
     _kill(procs[0])
 
-    # Second process: delivers for a while, then is killed mid-delivery.
+    # Second process: delivers for a while, then is killed mid-delivery. МИО takes 50 ms per request, and
+    # the kill comes while it holds several requests unanswered: their claims are certainly in flight.
+    sim_config(stack.mio, latency_ms=50)
     procs.append(stack.spawn_gateway(port, GATEWAY_WORKER_LEASE_S=LEASE_S))
-    wait_for(lambda: sim_stats(stack.mio)["unique_messages"] >= 300, timeout=30, interval=0.02,
-             what="~300 referrals at МИО before the kill")
+
+    def mid_delivery() -> bool:
+        s = sim_stats(stack.mio)
+        return s["unique_messages"] >= 300 and s["requests"] - s["unique_messages"] >= 5
+
+    wait_for(mid_delivery, timeout=30, interval=0.005, what="~300 referrals at МИО and more on their way")
     _kill(procs[1])
     at_kill = _mio_rows(database_url)
     states_at_kill = Counter(r["state"] for r in at_kill)
@@ -175,6 +183,7 @@ def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
     assert seen_at_kill < N_QUEUED, "the kill came too late to interrupt anything"
     assert states_at_kill["pending"] > 0  # work was left for the next process
     assert orphaned, "nothing was in flight at the kill"
+    assert len(orphaned) <= MIO_MAX_IN_FLIGHT, "one process had more claims out than the instance's max_in_flight"
     t_killed = time.monotonic()
 
     # Third process: takes over the rest, including the dead process's claims once their lease runs out.
@@ -217,7 +226,7 @@ def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
 # --- 2. Two gateways on one PostgreSQL ---------------------------------------------------------
 
 
-N_SHARED = 600
+N_SHARED = 600  # half handed straight to the accepting process's worker, half claimed from a shared queue
 
 
 @pytest.mark.postgres
@@ -233,12 +242,27 @@ def test_two_gateways_on_one_postgres_deliver_each_referral_exactly_once(
         procs.append(stack.spawn_gateway(port_b))
         urls = [f"http://127.0.0.1:{port_a}", f"http://127.0.0.1:{port_b}"]
         samples = SampleCases(seed=71)
-        cases = _kz35_cases(samples, 50)
-        referrals = _referrals(samples, cases, N_SHARED)
-        _submit(urls, cases)
-        _submit(urls, referrals)  # alternately to A and B
+        half = N_SHARED // 2
 
-        wait_for(lambda: sim_stats(stack.mio)["unique_messages"] == N_SHARED, timeout=45, interval=0.1,
+        # Part 1: cases known, referrals sent alternately to A and B while both deliver.
+        cases = _kz35_cases(samples, 25)
+        first = _referrals(samples, cases, half)
+        _submit(urls, cases)
+        _submit(urls, first)
+        part1 = wait_for(lambda: sum(n := _mio_delivered_per_process(urls)) == half and n, timeout=30,
+                         interval=0.1, what="part 1 delivered")
+
+        # Part 2: referrals for cases not registered yet wait (parked); registering the cases queues them
+        # all at once, so both workers claim from the same rows (FOR UPDATE SKIP LOCKED).
+        later_cases = _kz35_cases(samples, 25)
+        second = _referrals(samples, later_cases, half)
+        _submit(urls, second)
+        waiting = {m["message_id"] for m in second}
+        parked = Counter((r["state"], r["instance"]) for r in _delivery_rows(postgres_url)
+                         if r["message_id"] in waiting)
+        assert parked == {("parked", None): half}, parked
+        _submit(urls, later_cases)
+        wait_for(lambda: sim_stats(stack.mio)["unique_messages"] == N_SHARED, timeout=30, interval=0.1,
                  what="all referrals at МИО")
         # Each referral also yields two replies for the Probation IS (accepted, then МИО's completion callback).
         wait_for(lambda: len(rows := _delivery_rows(postgres_url)) == 3 * N_SHARED
@@ -251,26 +275,34 @@ def test_two_gateways_on_one_postgres_deliver_each_referral_exactly_once(
         assert stats["processed_twice"] == []
         assert stats["duplicates"] == 0, "a delivery was sent by both processes"
         assert stats["requests"] == N_SHARED
+        probation = sim_stats(stack.probation)
+        assert probation["unique_messages"] == 2 * N_SHARED and probation["duplicates"] == 0
         rows = _delivery_rows(postgres_url)
         assert Counter(r["instance"] for r in rows) == {"mio-kz-35": N_SHARED, "probation": 2 * N_SHARED}
+        assert all(r["state"] == "delivered" and r["claimed_by"] is None for r in rows)
         again = [r for r in rows if r["attempts"] != 1]
         assert not again, "\n".join(
             f"delivery {h['delivery_id']} to {h['peer']} attempt {h['attempt']}: {h['status_code']} {h['result']} "
             f"{h['error']} ({h['request_out_at']} -> {h['response_in_at']})"
             for h in _attempts_of(postgres_url, [r["id"] for r in again[:5]])
         )
-        assert all(r["state"] == "delivered" for r in rows)
-        probation = sim_stats(stack.probation)
-        assert probation["unique_messages"] == 2 * N_SHARED and probation["duplicates"] == 0
-        # Both processes took a share of the work (each counts what it delivered).
-        per_process = [httpx.get(f"{u}/metrics").text for u in urls]
-        delivered = [_metric_sum(text, "gateway_deliveries_delivered_total", 'instance="mio-kz-35"') for text in per_process]
-        assert sum(delivered) == N_SHARED and all(d > 0 for d in delivered), delivered
+        # Both processes took a share of each part (each counts what it delivered).
+        total = _mio_delivered_per_process(urls)
+        part2 = [b - a for a, b in zip(part1, total)]
+        assert sum(part1) == half and sum(part2) == half, (part1, part2)
+        assert all(n > 0 for n in part1 + part2), (part1, part2)
         print(f"\n[postgresql] {N_SHARED} referrals via two gateways in {t_done - t0:.1f} s; "
               f"МИО requests={stats['requests']} duplicates={stats['duplicates']}; Probation IS duplicates="
-              f"{probation['duplicates']}; МИО deliveries per process {delivered}")
+              f"{probation['duplicates']}; МИО deliveries by A, B: sent to each {part1}, from the queue {part2}")
     finally:
+        for p in procs:  # before the simulators go away
+            _kill(p)
         stack.close()
+
+
+def _mio_delivered_per_process(urls: list[str]) -> list[int]:
+    return [int(_metric_sum(httpx.get(f"{u}/metrics").text, "gateway_deliveries_delivered_total",
+                            'instance="mio-kz-35"')) for u in urls]
 
 
 def _metric_sum(text: str, name: str, label: str) -> float:
