@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from adapters.con.codec import ConAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
@@ -20,7 +21,7 @@ from gateway.storage.store import Store
 
 
 def build_adapters() -> dict[str, Adapter]:
-    return {a.counterpart: a for a in (MioAdapter(), MtsznAdapter(), ProbationAdapter())}
+    return {a.counterpart: a for a in (ConAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter())}
 
 
 @dataclass
