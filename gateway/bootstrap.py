@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from adapters.con.codec import ConAdapter
+from adapters.health.codec import HealthAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
@@ -21,7 +22,7 @@ from gateway.storage.store import Store
 
 
 def build_adapters() -> dict[str, Adapter]:
-    return {a.counterpart: a for a in (ConAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter())}
+    return {a.counterpart: a for a in (ConAdapter(), HealthAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter())}
 
 
 @dataclass

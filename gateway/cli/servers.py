@@ -8,13 +8,14 @@ from typing import Any, Coroutine, TypeVar
 import uvicorn
 
 import adapters.con.simulator
+import adapters.health.simulator
 import adapters.mio.simulator
 import adapters.mtszn.simulator
 from adapters.probation.simulator import create_app as probation_app
 from gateway.mapping import Mappings
 
 T = TypeVar("T")
-SIMULATORS = {"con": adapters.con.simulator, "mio": adapters.mio.simulator, "mtszn": adapters.mtszn.simulator}
+SIMULATORS = {"con": adapters.con.simulator, "health": adapters.health.simulator, "mio": adapters.mio.simulator, "mtszn": adapters.mtszn.simulator}
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

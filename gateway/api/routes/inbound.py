@@ -16,7 +16,7 @@ router = APIRouter(prefix="/v1/inbound", tags=["inbound"])
     status_code=202,
     response_model=InboundResponse,
     responses={404: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}, "text/xml": {}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}, "application/fhir+json": {}, "text/xml": {}}}},
 )
 async def inbound(counterpart: str, request: Request, c: ContainerDep) -> InboundResponse:
     """Decode a callback with the counterpart's adapter and accept what it says, like any message."""
