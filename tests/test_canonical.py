@@ -360,3 +360,13 @@ def test_every_special_kazakh_letter_round_trips() -> None:
     raw = _envelope("case.registered", dict(SAMPLE_BODIES["case.registered"], person=person))
     out = parse_message(raw).to_json()
     assert letters.encode("utf-8") in out and letters[::-1].encode("utf-8") in out
+
+
+def test_details_with_an_integer_beyond_64_bits_still_serialise() -> None:
+    message = parse_message({
+        "message_id": "0f8fad5b-d9cb-469f-a165-70867728950e", "type": "referral.requested", "case_id": "C-1",
+        "occurred_at": "2026-03-02T09:15:00+05:00",
+        "body": {"referral_id": "R-1", "kind": "shelter.placement", "details": {"n": 2**70}},
+    })
+    assert b'"n":1180591620717411303424' in message.to_json()
+    assert parse_message(message.to_json()).content_hash() == message.content_hash()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal, Union
@@ -137,7 +138,11 @@ class _Envelope(_Model):
         return hashlib.sha256(self.to_json()).hexdigest()
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json", exclude_none=True), option=orjson.OPT_SORT_KEYS)
+        data = self.model_dump(mode="json", exclude_none=True)
+        try:
+            return orjson.dumps(data, option=orjson.OPT_SORT_KEYS)
+        except TypeError:  # orjson stops at 64-bit integers; free-form `details` may hold larger ones
+            return json.dumps(data, sort_keys=True, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 class CaseRegistered(_Envelope):
