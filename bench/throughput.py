@@ -171,6 +171,20 @@ def run(args: argparse.Namespace) -> dict:
             "ratio_gateway_to_direct": (args.messages / (last - t0)) / direct_rate,
             "duplicates_at_simulator": stats["duplicates"],
         }
+
+        # 3. Acceptance alone: a second gateway on a fresh store with its worker off (messages queue).
+        port2 = free_port()
+        env2 = dict(env, GATEWAY_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{tmp / 'accept.db'}",
+                    GATEWAY_WORKER="false", GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port2}")
+        procs.append(_spawn(["-m", "gateway", "serve", "--port", str(port2)], env2, tmp / "gateway2.log"))
+        wait_ready(f"http://127.0.0.1:{port2}")
+        a = asyncio.run(post_all(f"http://127.0.0.1:{port2}", "/v1/messages",
+                                 [orjson.dumps(m) for m in _referrals(samples, case_ids, args.messages)],
+                                 concurrency=args.concurrency))
+        assert a.statuses == {202: args.messages}, a.statuses
+        out["accept_only"] = {"accepted_msgs_per_s": args.messages / a.elapsed,
+                              "accept_p50_ms": percentile(a.latency, 50) * 1000,
+                              "accept_p99_ms": percentile(a.latency, 99) * 1000}
         return out
     finally:
         for p in procs:
