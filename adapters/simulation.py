@@ -6,6 +6,7 @@ import asyncio
 import logging
 import random
 import time
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -190,3 +191,19 @@ class CallbackSender:
         for task in list(self.tasks):
             task.cancel()
         await self.client.aclose()
+
+
+def simulator_app(title: str, *, name: str, callback_url: str | None = None) -> tuple[FastAPI, SimState, CallbackSender]:
+    """A simulator's app with its state, control routes and callback sender (closed on shutdown)."""
+    state = SimState(name)
+    sender = CallbackSender(state, callback_url or "")
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await sender.aclose()
+
+    app = FastAPI(title=f"{title} ({name})", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    app.state.sim = state
+    add_control_routes(app, state)
+    return app, state, sender

@@ -18,10 +18,9 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import asynccontextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, AsyncIterator
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from fastapi import FastAPI, Request, Response
@@ -40,7 +39,7 @@ from adapters.con.codec import (
     read_envelope,
     text,
 )
-from adapters.simulation import CallbackSender, SimState, add_control_routes, answer, apply_faults, repeat, slow
+from adapters.simulation import answer, apply_faults, repeat, slow, simulator_app
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import is_valid_iin
 from security.xmlparse import parse_xml
@@ -109,18 +108,7 @@ def _record(tag: str, iin: str, fields: dict[str, str]) -> etree._Element:
 
 
 def create_app(*, name: str = "con", callback_url: str = "http://127.0.0.1:8080/v1/inbound/con") -> FastAPI:
-    state = SimState(name)
-    sender = CallbackSender(state, callback_url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await sender.aclose()
-
-    app = FastAPI(title=f"ЦОН simulator ({name})", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    app.state.sim = state
-    add_control_routes(app, state)
+    app, state, sender = simulator_app("ЦОН simulator", name=name, callback_url=callback_url)
 
     def fault(faultcode: str, error_code: str, message: str) -> tuple[int, bytes]:
         return 500, build_fault(faultcode=faultcode, faultstring=message, error_code=error_code,

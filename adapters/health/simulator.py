@@ -20,9 +20,8 @@ Faults and repeats are keyed by the Bundle identifier (the canonical message id)
 from __future__ import annotations
 
 import uuid
-from contextlib import asynccontextmanager
 from datetime import date, datetime, timedelta, timezone
-from typing import Any, AsyncIterator
+from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -45,7 +44,7 @@ from adapters.health.codec import (
     TASK_OUTPUT_SYSTEM,
     validate_resource,
 )
-from adapters.simulation import CallbackSender, SimState, add_control_routes, answer, apply_faults, repeat
+from adapters.simulation import answer, apply_faults, repeat, simulator_app
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import is_valid_iin
 
@@ -163,18 +162,7 @@ def _check_transaction(doc: dict[str, Any]) -> tuple[str, str, list[str]] | dict
 
 
 def create_app(*, name: str = "health", callback_url: str = "http://127.0.0.1:8080/v1/inbound/health") -> FastAPI:
-    state = SimState(name)
-    sender = CallbackSender(state, callback_url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await sender.aclose()
-
-    app = FastAPI(title=f"Health registry simulator ({name})", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    app.state.sim = state
-    add_control_routes(app, state)
+    app, state, sender = simulator_app("Health registry simulator", name=name, callback_url=callback_url)
 
     @app.post("/")
     async def transaction(request: Request) -> Response:

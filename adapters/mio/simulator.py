@@ -3,29 +3,16 @@
 from __future__ import annotations
 
 import uuid
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 from datetime import datetime, timezone
 
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from adapters.simulation import CallbackSender, SimState, add_control_routes, answer, apply_faults, repeat
+from adapters.simulation import answer, apply_faults, repeat, simulator_app
 
 
 def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mio") -> FastAPI:
-    state = SimState(name)
-    sender = CallbackSender(state, callback_url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await sender.aclose()
-
-    app = FastAPI(title=f"МИО simulator ({name})", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    app.state.sim = state
-    add_control_routes(app, state)
+    app, state, sender = simulator_app("МИО simulator", name=name, callback_url=callback_url)
 
     async def _receive(request: Request, kind: str) -> Response:
         body = await request.body()

@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from contextlib import asynccontextmanager
 from datetime import date, datetime, timezone
-from typing import Any, AsyncIterator
+from typing import Any
 
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from adapters.simulation import CallbackSender, SimState, add_control_routes, answer, apply_faults, repeat
+from adapters.simulation import answer, apply_faults, repeat, simulator_app
 from gateway.canonical.iin import is_valid_iin
 
 SERVICES = {"EMPL_TRACK": "TRACK_STARTED", "SOC_CONTRACT": "CONTRACT_SIGNED"}
@@ -104,18 +103,7 @@ def _bad(reason: str) -> bytes:
 
 
 def create_app(*, name: str = "mtszn", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mtszn") -> FastAPI:
-    state = SimState(name)
-    sender = CallbackSender(state, callback_url)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        yield
-        await sender.aclose()
-
-    app = FastAPI(title=f"МТСЗН simulator ({name})", docs_url=None, redoc_url=None, openapi_url=None,
-                  lifespan=lifespan)
-    app.state.sim = state
-    add_control_routes(app, state)
+    app, state, sender = simulator_app("МТСЗН simulator", name=name, callback_url=callback_url)
 
     async def _start(request: Request) -> tuple[dict[str, Any] | None, str, Response | None]:
         """Parse the body and take the request id; run the fault script and the duplicate check."""

@@ -6,14 +6,11 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from adapters.probation.codec import RECEIVE_PATH
-from adapters.simulation import SimState, add_control_routes, apply_faults
+from adapters.simulation import apply_faults, simulator_app
 
 
 def create_app(*, name: str = "probation") -> FastAPI:
-    state = SimState(name)
-    app = FastAPI(title="Probation IS receiver (simulator)", docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.sim = state
-    add_control_routes(app, state)
+    app, state, _ = simulator_app("Probation IS receiver (simulator)", name=name)
 
     @app.post(RECEIVE_PATH)
     async def receive(request: Request) -> Response:
