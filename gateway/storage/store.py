@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Iterable
+from typing import Any, AsyncIterator, Iterable
 
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -286,6 +286,24 @@ class Store:
             query = query.where(deliveries.c.instance == instance)
         async with self.engines.read.connect() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+    async def iter_messages(
+        self, *, until: datetime | None = None, batch: int = 5000
+    ) -> AsyncIterator[tuple[bytes, datetime]]:
+        """Every stored message (content, received_at) in acceptance order, read in pages."""
+        after = 0
+        while True:
+            query = (select(messages.c.id, messages.c.content, messages.c.received_at)
+                     .where(messages.c.id > after).order_by(messages.c.id).limit(batch))
+            if until is not None:
+                query = query.where(messages.c.received_at <= until)
+            async with self.engines.read.connect() as conn:
+                rows = (await conn.execute(query)).all()
+            for row in rows:
+                yield row[1], row[2]
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
 
     async def delivery_counts(self) -> dict[str, int]:
         async with self.engines.read.connect() as conn:

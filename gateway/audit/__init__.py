@@ -1,0 +1,1 @@
+"""Audit: exports of the exchange for auditors (the tamper-evident chain comes with its own issue)."""

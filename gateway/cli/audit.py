@@ -1,0 +1,52 @@
+"""`gateway audit ...`: exports for auditors."""
+
+from __future__ import annotations
+
+import sys
+from datetime import datetime
+from enum import Enum
+from pathlib import Path
+
+import typer
+
+from gateway.config import Settings
+
+audit_app = typer.Typer(help="Exports for auditors", no_args_is_help=True)
+
+
+class ExportFormat(str, Enum):
+    events = "events"
+
+
+@audit_app.command("export")
+def export(
+    format: ExportFormat = typer.Option(ExportFormat.events, "--format",
+                                        help="events: canonical messages with received_at, JSON lines"),
+    output: Path = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
+    until: datetime = typer.Option(None, help="only messages received up to this time (RFC 3339)"),
+    database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://..."),
+) -> None:
+    """Write every accepted message as the JSON-lines events file `gateway sla report --events` reads."""
+    from gateway.audit.export import export_events
+    from gateway.cli.servers import run
+    from gateway.storage.db import create_engines
+    from gateway.storage.store import Store
+
+    settings = Settings(**({"database_url": database_url} if database_url else {}))
+    if until is not None and until.tzinfo is None:
+        typer.echo("--until needs an explicit offset (e.g. 2026-03-02T09:15:00+05:00)", err=True)
+        raise typer.Exit(2)
+
+    async def main() -> int:
+        engines = create_engines(settings.database_url)
+        try:
+            store = Store(engines)
+            if output is None:
+                return await export_events(store=store, out=sys.stdout.buffer, until=until)
+            with output.open("wb") as out:
+                return await export_events(store=store, out=out, until=until)
+        finally:
+            await engines.dispose()
+
+    count = run(main())
+    typer.echo(f"exported {count} events", err=True)
