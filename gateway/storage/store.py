@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, AsyncIterator, Iterable
 
+import orjson
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
@@ -304,6 +305,46 @@ class Store:
             if len(rows) < batch:
                 return
             after = rows[-1][0]
+
+    async def technical_rows(
+        self, *, since: datetime | None, until: datetime | None
+    ) -> tuple[list[tuple[str, str, int, datetime, datetime | None]], dict[str, list[float]]]:
+        """Deliveries to counterparts with their acceptance and acknowledgement times, and referral
+        completion durations (seconds) per referral kind, for messages accepted in the period."""
+        ack = (
+            select(exchanges.c.delivery_id, func.max(exchanges.c.response_in_at).label("at"))
+            .where(exchanges.c.hop == "attempt", exchanges.c.result == "delivered")
+            .group_by(exchanges.c.delivery_id)
+            .subquery()
+        )
+        query = (
+            select(deliveries.c.counterpart, deliveries.c.state, deliveries.c.attempts, messages.c.received_at,
+                   ack.c.at)
+            .join(messages, messages.c.message_id == deliveries.c.message_id)
+            .outerjoin(ack, ack.c.delivery_id == deliveries.c.id)
+            .where(deliveries.c.counterpart != "probation")
+        )
+        requested = select(referrals.c.referral_id, referrals.c.kind, messages.c.received_at).join(
+            messages, messages.c.message_id == referrals.c.request_message_id)
+        if since is not None:
+            query = query.where(messages.c.received_at >= since)
+            requested = requested.where(messages.c.received_at >= since)
+        if until is not None:
+            query = query.where(messages.c.received_at <= until)
+            requested = requested.where(messages.c.received_at <= until)
+        completed = select(messages.c.content, messages.c.received_at).where(messages.c.type == "referral.completed")
+        async with self.engines.read.connect() as conn:
+            rows = [tuple(r) for r in (await conn.execute(query)).all()]
+            asked = {r[0]: (r[1], r[2]) for r in (await conn.execute(requested)).all()}
+            done = (await conn.execute(completed)).all()
+        durations: dict[str, list[float]] = {}
+        for content, received_at in done:
+            referral_id = orjson.loads(content)["body"]["referral_id"]
+            if referral_id in asked:
+                kind, started = asked[referral_id]
+                durations.setdefault(kind, []).append(
+                    (received_at - started).total_seconds())
+        return rows, durations  # type: ignore[return-value]
 
     async def delivery_counts(self) -> dict[str, int]:
         async with self.engines.read.connect() as conn:

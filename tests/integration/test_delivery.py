@@ -230,3 +230,23 @@ def test_escalation_goes_to_the_regional_leadership_and_the_probation_is(stack: 
     got = httpx.get(f"{leadership.url}/_sim/received").json()
     assert [m["rule"] for m in got] == ["housing.placement"]
     assert httpx.get(f"{stack.mio.url}/_sim/received").json() == []
+
+
+def test_technical_sla_from_hop_timestamps(stack: Stack) -> None:
+    sim_config(stack.mio, per_message=[503])  # every referral needs two attempts
+    stack.start_gateway()
+    samples = SampleCases(seed=11)
+    for _ in range(3):
+        _register_and_refer(stack, samples)
+
+    def completed() -> bool:
+        got = httpx.get(f"{stack.probation.url}/_sim/received").json()
+        return sum(1 for m in got if m["type"] == "referral.completed") == 3
+
+    wait_for(completed, what="three completions")
+    report = httpx.get(f"{stack.gateway_url}/v1/sla/technical").json()
+    (mio,) = report["counterparts"]
+    assert mio["counterpart"] == "mio" and mio["deliveries"] == 3 and mio["delivered"] == 3
+    assert mio["attempts_per_delivery"] == 2.0 and mio["dead_letter_share"] == 0.0
+    assert 0 < mio["ack_p50_seconds"] <= mio["ack_p95_seconds"] < 10
+    assert 0 < mio["complete_p50_seconds"] <= mio["complete_p95_seconds"] < 10
