@@ -31,8 +31,6 @@ class Metrics:
                             ["counterpart", "instance"], registry=r)
         self.attempt_latency = Histogram("gateway_attempt_seconds", "Time from sending to the counterpart's answer",
                                          ["counterpart", "instance"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.delivery_latency = Histogram("gateway_delivery_seconds", "Time from acceptance to delivery",
-                                          ["counterpart", "instance"], buckets=_LATENCY_BUCKETS, registry=r)
         self.breaker_open = Gauge("gateway_circuit_open", "1 while an instance's circuit breaker is open",
                                   ["instance"], registry=r)
         self.in_flight = Gauge("gateway_deliveries_in_flight", "Deliveries being attempted by this process",

@@ -291,7 +291,7 @@ class DeliveryWorker:
         accepted = await self.store.committer.submit(self._record_many, attempt)
         for result in accepted:
             self.accepter.notify(result)
-        self._account(attempt, attempt.state, (attempt.delivery.counterpart, attempt.delivery.instance), attempt.now)
+        self._account(attempt, attempt.state, (attempt.delivery.counterpart, attempt.delivery.instance))
 
     def _record_many(self, conn: Connection, batch: list[_Attempt]) -> list[list]:
         """Attempt rows, delivery states and the replies, for a batch of attempts, in one transaction."""
@@ -334,7 +334,7 @@ class DeliveryWorker:
             results = results[n:]
         return out
 
-    def _account(self, attempt: _Attempt, state: str, labels: tuple[str, str], now: datetime) -> None:
+    def _account(self, attempt: _Attempt, state: str, labels: tuple[str, str]) -> None:
         d = attempt.delivery
         instance = attempt.instance
         mono = time.monotonic()
