@@ -17,6 +17,8 @@ from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
 from gateway.pipeline.ports import Adapter, Clock, system_clock
 from gateway.pipeline.routing import Router
 from gateway.pipeline.transport import HttpxTransport, Transport
+from gateway.sla.escalation import EscalationScheduler
+from gateway.sla.policy import SlaConfig, load_sla_config
 from gateway.storage.db import Engines, create_engines, migrate
 from gateway.storage.store import Store
 
@@ -37,6 +39,8 @@ class Container:
     adapters: dict[str, Adapter]
     transport: Transport
     clock: Clock
+    sla: SlaConfig
+    escalations: EscalationScheduler
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -45,8 +49,10 @@ class Container:
         if run_worker:
             self.worker.start()
             self.accepter.dispatcher = self.worker
+            self.escalations.start()
 
     async def stop(self) -> None:
+        await self.escalations.stop()
         self.accepter.dispatcher = None
         if self.worker._main is not None:
             await self.worker.stop()
@@ -94,4 +100,8 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             worker.wake()
 
     accepter.listeners.append(on_accepted)
-    return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock)
+    sla = load_sla_config(settings.mappings_dir)
+    escalations = EscalationScheduler(store=store, accepter=accepter, config=sla, clock=clock,
+                                      interval_s=settings.sla_check_interval_s)
+    return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
+                     sla, escalations)

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
     worker_poll_interval_s: float = Field(0.5, gt=0)
     worker_lease_s: float = Field(60.0, gt=0, description="a claim older than this is taken over (crashed worker)")
     max_body_bytes: int = Field(1_048_576, ge=1024)
+    sla_check_interval_s: float = Field(30.0, gt=0, description="how often overdue SLA legs are looked for")
     log_level: str = "INFO"
 
     @property

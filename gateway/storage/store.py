@@ -346,6 +346,14 @@ class Store:
                     (received_at - started).total_seconds())
         return rows, durations  # type: ignore[return-value]
 
+    async def case_timeline(self, case_id: str) -> list[dict[str, Any]]:
+        """The case's messages in business-time order: id, type, occurred_at, received_at, source."""
+        query = (select(messages.c.message_id, messages.c.type, messages.c.occurred_at, messages.c.received_at,
+                        messages.c.source)
+                 .where(messages.c.case_id == case_id).order_by(messages.c.occurred_at, messages.c.id))
+        async with self.engines.read.connect() as conn:
+            return [dict(r) for r in (await conn.execute(query)).mappings()]
+
     async def delivery_counts(self) -> dict[str, int]:
         async with self.engines.read.connect() as conn:
             rows = await conn.execute(select(deliveries.c.state, func.count()).group_by(deliveries.c.state))

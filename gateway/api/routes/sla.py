@@ -1,15 +1,54 @@
-"""`/v1/sla/...`: service levels measured from the gateway's own timestamps."""
+"""`/v1/sla/...`: domain SLA compliance and KPIs, and technical service levels, from message timestamps."""
 
 from __future__ import annotations
 
+from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
 from gateway.api.deps import ContainerDep
+from gateway.canonical.errors import NotFound
 from gateway.pipeline.technical import TechnicalReport, technical_report
+from gateway.sla.live import live_report
 
 router = APIRouter(prefix="/v1/sla", tags=["sla"])
+REPORT_DOC = {"200": {"content": {"application/json": {}, "text/csv": {}},
+                      "description": "BRIEF 5 report (JSON), or its legs as CSV with `Accept: text/csv`"}}
+
+
+@router.get("/report", responses=REPORT_DOC)  # type: ignore[dict-item]
+async def report(
+    request: Request, c: ContainerDep, as_of: AwareDatetime | None = None, since: AwareDatetime | None = None,
+    until: AwareDatetime | None = None, rule: str | None = None, counterpart: str | None = None,
+    region: str | None = None,
+) -> Response:
+    """Legs, per-rule summary and KPIs as of `as_of` (default now); filters select legs by their start."""
+    result = await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock(), rule=rule,
+                               counterpart=counterpart, region=region, since=since, until=until)
+    if "text/csv" in request.headers.get("accept", ""):
+        return StreamingResponse(iter(list(result.iter_csv())), media_type="text/csv; charset=utf-8")
+    return Response(result.to_json(), media_type="application/json")
+
+
+@router.get("/cases/{case_id}")
+async def case_legs(case_id: str, c: ContainerDep, as_of: AwareDatetime | None = None) -> dict[str, Any]:
+    """Every leg of one case, with the case's message timeline."""
+    result = (await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock())).to_dict()
+    legs = [leg for leg in result["legs"] if leg["case_id"] == case_id]
+    timeline = await c.store.case_timeline(case_id)
+    if not legs and not timeline:
+        raise NotFound(f"no case {case_id}")
+    return {"as_of": result["as_of"], "case_id": case_id, "legs": legs, "timeline": timeline}
+
+
+@router.get("/breaches")
+async def breaches(c: ContainerDep, as_of: AwareDatetime | None = None) -> dict[str, Any]:
+    """Legs breached (stopped late) or overdue (not stopped, deadline passed) as of `as_of`."""
+    result = (await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock())).to_dict()
+    return {"as_of": result["as_of"],
+            "legs": [leg for leg in result["legs"] if leg["status"] in ("breached", "overdue")]}
 
 
 @router.get("/technical", response_model=TechnicalReport)

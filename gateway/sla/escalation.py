@@ -1,0 +1,89 @@
+"""Breach detection: legs that became overdue raise `escalation.raised`, once per leg, through the pipeline."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import datetime, timezone
+
+from gateway.canonical.messages import AnyMessage, parse_message
+from gateway.pipeline.accept import Accepter
+from gateway.pipeline.ports import Clock, derived_message_id
+from gateway.sla.engine import Leg, SlaReport
+from gateway.sla.live import live_report
+from gateway.sla.policy import SlaConfig
+from gateway.storage.store import Store
+
+log = logging.getLogger("gateway.sla")
+SOURCE = "sla-escalation"
+
+
+def _iso(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def escalations(report: SlaReport) -> list[AnyMessage]:
+    """One escalation per overdue leg. Id and content derive from the leg alone (it occurred when the
+    deadline passed), so raising it again, from any process, is answered as a duplicate."""
+    out = []
+    for leg in report.legs:
+        if leg.status != "overdue":
+            continue
+        out.append(parse_message({
+            "message_id": str(derived_message_id(leg.start_message_id, f"escalation/{leg.rule}")),
+            "type": "escalation.raised",
+            "case_id": leg.case_id,
+            "occurred_at": _iso(leg.deadline_at),
+            "body": {"rule": leg.rule, "deadline_at": _iso(leg.deadline_at), "reason": _reason(leg)},
+        }))
+    return out
+
+
+def _reason(leg: Leg) -> str:
+    return (f"SLA {leg.rule}: not met by its deadline {_iso(leg.deadline_at)} (started by message"
+            f" {leg.start_message_id} at {_iso(leg.start_at)}; waiting on {leg.counterpart})")
+
+
+class EscalationScheduler:
+    """Looks for overdue legs every `interval_s` and accepts an escalation for each new one."""
+
+    def __init__(self, *, store: Store, accepter: Accepter, config: SlaConfig, clock: Clock,
+                 interval_s: float = 30.0) -> None:
+        self.store = store
+        self.accepter = accepter
+        self.config = config
+        self.clock = clock
+        self.interval_s = interval_s
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="sla-escalations")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def check(self) -> int:
+        """One pass; returns how many escalations were newly raised."""
+        now = self.clock()
+        report = await live_report(store=self.store, config=self.config, as_of=now)
+        raised = 0
+        for message in escalations(report):
+            result = await self.accepter.accept(message=message, source=SOURCE)
+            if not result.duplicate:
+                raised += 1
+                log.info("escalation raised", extra={"message_id": result.message_id, "rule": message.body.rule})
+        return raised
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                await self.check()
+            except Exception:  # noqa: BLE001
+                log.exception("SLA escalation pass failed; the next pass retries")
+            await asyncio.sleep(self.interval_s)

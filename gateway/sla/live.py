@@ -1,0 +1,52 @@
+"""The live SLA report: the same engine over the store's events, read as the events export writes them."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import replace
+from datetime import datetime
+from operator import attrgetter
+
+from gateway.audit.export import iter_event_lines
+from gateway.sla.engine import Leg, SlaReport, _counts, compute_report, parse_event_line
+from gateway.sla.policy import SlaConfig
+from gateway.storage.store import Store
+
+
+async def live_report(
+    *, store: Store, config: SlaConfig, as_of: datetime, rule: str | None = None,
+    counterpart: str | None = None, region: str | None = None, since: datetime | None = None,
+    until: datetime | None = None,
+) -> SlaReport:
+    """Compliance as of `as_of`; filters keep the legs asked for (period = the leg's start) and re-sum them.
+
+    Events go through the events export's own line format, so `gateway sla report --events` on an
+    export recomputes exactly this report."""
+    events = [parse_event_line(line, line_no=n) async for n, line in _numbered(iter_event_lines(store=store))]
+    report = compute_report(events=events, policy=config.policy, calendar=config.calendar, kinds=config.kinds,
+                            as_of=as_of)
+    if not any((rule, counterpart, region, since, until)):
+        return report
+    since_us = None if since is None else int(since.timestamp() * 1_000_000)
+    until_us = None if until is None else int(until.timestamp() * 1_000_000)
+    legs = [
+        leg for leg in report.legs
+        if (rule is None or leg.rule == rule)
+        and (counterpart is None or leg.counterpart == counterpart)
+        and (region is None or leg.region == region)
+        and (since_us is None or leg.start_at >= since_us)
+        and (until_us is None or leg.start_at <= until_us)
+    ]
+    return replace(report, legs=legs, summary=summarize(legs, rules=list(config.policy.rules)))
+
+
+def summarize(legs: list[Leg], *, rules: list[str]) -> dict:
+    """The per-rule summary of a subset of legs, counted as the engine counts its own."""
+    return _counts(rules, Counter(map(attrgetter("rule", "status"), legs)))
+
+
+async def _numbered(lines):  # noqa: ANN001, ANN202
+    n = 0
+    async for line in lines:
+        n += 1
+        yield n, line
