@@ -108,3 +108,45 @@ def test_overdue_leg_raises_one_escalation_to_leadership_and_probation(stack: St
                      headers={"accept": "text/csv"}).text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and {r["rule"] for r in rows} == {"legal.first_action"} and rows[0]["status"] == "overdue"
+
+
+def test_demo_run_export_recomputes_to_the_live_report(tmp_path) -> None:  # noqa: ANN001
+    """The brief's promise, literally: `gateway demo`, then its events export through `gateway sla report`."""
+    import os
+
+    from tests.harness import free_port, wait_ready
+
+    instances = [{"name": "probation", "counterpart": "probation", "base_url": f"http://127.0.0.1:{free_port()}"}]
+    for name, counterpart, regions in [("mio-kz-35", "mio", ["KZ-35"]), ("mio-kz-71", "mio", ["KZ-71"]),
+                                       ("mio-kz-75", "mio", ["KZ-75"]), ("con", "con", ["*"]),
+                                       ("mtszn", "mtszn", ["*"]), ("health", "health", ["*"])]:
+        instances.append({"name": name, "counterpart": counterpart, "regions": regions,
+                          "base_url": f"http://127.0.0.1:{free_port()}"})
+    counterparts = write_counterparts(tmp_path / "counterparts.yaml", instances)
+    port = free_port()
+    env = dict(os.environ, GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+               GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port}")
+    demo = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6", "--rate", "4",
+                           "--port", str(port)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert demo.returncode == 0, demo.stderr[-2000:]
+    out = tmp_path / "events.jsonl"
+    export = subprocess.run([sys.executable, "-m", "gateway", "audit", "export", "--format", "events", "-o", str(out)],
+                            env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert export.returncode == 0, export.stderr
+    assert len(out.read_text().splitlines()) > 40
+    as_of = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()  # some legs overdue by then
+    offline = subprocess.run([sys.executable, "-m", "gateway", "sla", "report", "--events", str(out), "--as-of", as_of],
+                             env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert offline.returncode == 0, offline.stderr
+    server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--no-worker", "--port", str(port)],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", proc=server)
+        live = httpx.get(f"http://127.0.0.1:{port}/v1/sla/report", params={"as_of": as_of}, timeout=30)
+    finally:
+        server.kill()
+        server.wait()
+    assert live.status_code == 200, live.text
+    report = json.loads(offline.stdout)
+    assert report == live.json()
+    assert report["legs"] and {leg["status"] for leg in report["legs"]} >= {"met", "overdue"}
