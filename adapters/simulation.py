@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import random
 import time
 from contextlib import asynccontextmanager
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
@@ -46,6 +48,7 @@ class SimState:
     received: list[dict[str, Any]] = field(default_factory=list)
     callbacks_sent: int = 0
     callbacks_failed: int = 0
+    raw: deque = field(default_factory=lambda: deque(maxlen=200))  # the last requests, byte for byte
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -136,6 +139,11 @@ def add_control_routes(app: FastAPI, state: SimState) -> None:
     async def stats() -> dict[str, Any]:
         return state.stats()
 
+    @app.get("/_sim/raw", include_in_schema=False)
+    async def raw() -> list[dict[str, Any]]:
+        """The last requests as received (headers and base64 body), to check signatures from outside."""
+        return list(state.raw)
+
     @app.get("/_sim/received", include_in_schema=False)
     async def received() -> list[dict[str, Any]]:
         return state.received
@@ -151,6 +159,7 @@ def add_control_routes(app: FastAPI, state: SimState) -> None:
         state.processed.clear()
         state.responses.clear()
         state.received.clear()
+        state.raw.clear()
         state.config = FaultConfig()
         state.callbacks_sent = state.callbacks_failed = 0
         return {"status": "reset"}
@@ -206,4 +215,33 @@ def simulator_app(title: str, *, name: str, callback_url: str | None = None) -> 
     app = FastAPI(title=f"{title} ({name})", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.sim = state
     add_control_routes(app, state)
+    app.add_middleware(RecordRaw, state=state)
     return app, state, sender
+
+
+class RecordRaw:
+    """Keeps each business request's exact bytes (pure ASGI: it must not change what the app reads)."""
+
+    def __init__(self, app: Any, *, state: SimState) -> None:
+        self.app = app
+        self.state = state
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"].startswith("/_sim/"):
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
+
+        async def recording() -> dict:
+            message = await receive()
+            if message["type"] == "http.request":
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    self.state.raw.append({
+                        "method": scope["method"],
+                        "path": scope["path"] + (("?" + scope["query_string"].decode()) if scope["query_string"] else ""),
+                        "headers": [[k.decode("latin-1"), v.decode("latin-1")] for k, v in scope["headers"]],
+                        "body": base64.b64encode(b"".join(chunks)).decode(),
+                    })
+            return message
+
+        await self.app(scope, recording, send)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from adapters.con.codec import ConAdapter
@@ -21,6 +22,10 @@ from gateway.sla.escalation import EscalationScheduler
 from gateway.sla.policy import SlaConfig, load_sla_config
 from gateway.storage.db import Engines, create_engines, migrate
 from gateway.storage.store import Store
+from security.keys import KeyStore
+from security.outbound import signer_from_store
+
+log = logging.getLogger("gateway")
 
 
 def build_adapters() -> dict[str, Adapter]:
@@ -41,6 +46,7 @@ class Container:
     clock: Clock
     sla: SlaConfig
     escalations: EscalationScheduler
+    keys: KeyStore | None
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -68,6 +74,10 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     metrics = Metrics()
     adapters = build_adapters()
     transport = transport or HttpxTransport()
+    keys = open_keys(settings)
+    signer = signer_from_store(keys) if keys is not None else None
+    if signer is None or signer.http is None or signer.xml is None:
+        log.warning("outbound messages go unsigned on a channel without an active key: run `gateway keys generate`")
     accepter = Accepter(
         store=store,
         router=Router(mappings),
@@ -87,6 +97,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             poll_interval_s=settings.worker_poll_interval_s,
             lease_s=settings.worker_lease_s,
         ),
+        signer=signer,
     )
 
     def on_accepted(result: Accepted) -> None:
@@ -104,4 +115,11 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     escalations = EscalationScheduler(store=store, accepter=accepter, config=sla, clock=clock,
                                       interval_s=settings.sla_check_interval_s)
     return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
-                     sla, escalations)
+                     sla, escalations, keys)
+
+
+def open_keys(settings: Settings) -> KeyStore | None:
+    """The gateway's key store, when a passphrase is configured."""
+    if settings.key_passphrase is None:
+        return None
+    return KeyStore(settings.keys_dir, passphrase=settings.key_passphrase.get_secret_value())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     sla_check_interval_s: float = Field(30.0, gt=0, description="how often overdue SLA legs are looked for")
     log_level: str = "INFO"
+    keys_dir: Path = ROOT / "var" / "keys"
+    key_passphrase: SecretStr | None = Field(None, description="decrypts the signing keys in keys_dir")
 
     @property
     def base_url(self) -> str:

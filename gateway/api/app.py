@@ -9,7 +9,7 @@ from fastapi import FastAPI
 
 from gateway import __doc__ as summary
 from gateway.api import problems
-from gateway.api.routes import deliveries, inbound, messages, ops, sla
+from gateway.api.routes import deliveries, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(inbound.router)
     app.include_router(deliveries.router)
     app.include_router(sla.router)
+    app.include_router(keys.router)
     app.include_router(ops.router)
     max_bytes = (settings or (container.settings if container else None) or Settings()).max_body_bytes
     app.add_middleware(problems.BodyLimit, max_bytes=max_bytes)

@@ -9,9 +9,11 @@ import time
 import httpx
 
 from gateway.api.app import create_app
-from gateway.bootstrap import build
+from pydantic import SecretStr
+
+from gateway.bootstrap import build, open_keys
 from gateway.cli.servers import serve_all, server, simulator_servers
-from gateway.config import Settings
+from gateway.config import ROOT, Settings
 from gateway.observability import configure_logging
 from gateway.samples import SampleCases
 
@@ -43,8 +45,25 @@ async def _traffic(base_url: str, *, rate: float, duration: float) -> None:
             await asyncio.sleep(1 / rate)
 
 
+DEMO_PASSPHRASE = "demo only - not for production"
+
+
+def _demo_keys(settings: Settings) -> Settings:
+    """The demo signs like production: with its own keys, made on first run, under var/demo-keys."""
+    if settings.key_passphrase is None:
+        settings = settings.model_copy(update={"key_passphrase": SecretStr(DEMO_PASSPHRASE),
+                                               "keys_dir": ROOT / "var" / "demo-keys"})
+    keys = open_keys(settings)
+    assert keys is not None
+    for channel in ("json", "xml"):
+        if keys.active_info(channel=channel) is None:
+            keys.generate(channel=channel)
+    return settings
+
+
 async def run_demo(settings: Settings, *, rate: float, duration: float) -> None:
     configure_logging("WARNING")
+    settings = _demo_keys(settings)
     container = build(settings)
     gateway = server(create_app(settings, container=container), host=settings.host, port=settings.port)
     sims = simulator_servers(container.mappings, gateway_url=settings.base_url)
@@ -56,6 +75,7 @@ async def run_demo(settings: Settings, *, rate: float, duration: float) -> None:
   a message        {settings.base_url}/v1/messages/<message_id>   (status and every hop)
   simulators       {', '.join(label for label, _ in sims)}
   Probation IS     {receiver.split()[-1] if receiver else '?'}/_sim/received   (what the receiver got)
+  signing keys     {settings.keys_dir}   (public: {settings.base_url}/v1/keys; `gateway keys list`)
 Ctrl-C stops.""",
         file=sys.stderr,
     )

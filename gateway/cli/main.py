@@ -13,6 +13,7 @@ import typer
 
 from gateway.canonical.errors import ConfigError
 from gateway.cli.audit import audit_app
+from gateway.cli.keys import keys_app
 from gateway.config import ROOT, Settings
 from gateway.sla.cli import sla_app
 
@@ -20,6 +21,7 @@ app = typer.Typer(help="Probation exchange gateway", no_args_is_help=True, add_c
 db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
+app.add_typer(keys_app, name="keys")
 app.add_typer(sla_app, name="sla")
 mappings_app = typer.Typer(help="Mapping files (code tables, routing matrix, counterparts)", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")

@@ -18,7 +18,15 @@ from gateway.canonical.messages import AnyMessage, CaseRegistered, parse_message
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
-from gateway.pipeline.ports import Adapter, Clock, DecodeContext, EncodeContext, WireRequest, WireResponse
+from gateway.pipeline.ports import (
+    Adapter,
+    Clock,
+    DecodeContext,
+    EncodeContext,
+    Signer,
+    WireRequest,
+    WireResponse,
+)
 from gateway.pipeline.retry import (
     CircuitBreaker,
     DeliveryFailure,
@@ -68,6 +76,7 @@ class DeliveryWorker:
         clock: Clock,
         metrics: Metrics,
         settings: WorkerSettings = WorkerSettings(),
+        signer: Signer | None = None,
     ) -> None:
         self.store = store
         self.accepter = accepter
@@ -77,6 +86,7 @@ class DeliveryWorker:
         self.clock = clock
         self.metrics = metrics
         self.settings = settings
+        self.signer = signer
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
         self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
@@ -243,6 +253,13 @@ class DeliveryWorker:
         except (GatewayError, ValidationError, ValueError, KeyError) as exc:
             attempt.failure = DeliveryFailure(f"cannot encode for {instance.counterpart}: {exc}", retryable=False)
             return attempt
+        if self.signer is not None:
+            try:
+                wire = self.signer.sign(wire, instance=instance)
+            except Exception as exc:  # noqa: BLE001
+                attempt.failure = DeliveryFailure(f"cannot sign for {instance.name}: {type(exc).__name__}: {exc}",
+                                                  retryable=False)
+                return attempt
         attempt.request_bytes = len(wire.body)
         attempt.sent_at = self.clock()
         try:

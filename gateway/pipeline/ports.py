@@ -106,6 +106,12 @@ class LookupAdapter(Adapter, Protocol):
     ) -> RecordResult: ...
 
 
+class Signer(Protocol):
+    """Signs a wire request once, in the pipeline, as the instance's channel requires."""
+
+    def sign(self, request: WireRequest, *, instance: Instance) -> WireRequest: ...
+
+
 Clock = Callable[[], datetime]
 
 
