@@ -202,6 +202,9 @@ def _load_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseMo
     except yaml.YAMLError as exc:
         errors.append(f"{path}: not valid YAML: {exc}")
         return None
+    except ValueError as exc:  # PyYAML's own conversions (an impossible date such as 2026-13-01)
+        errors.append(f"{path}: not valid YAML: {exc}")
+        return None
     try:
         return schema.model_validate(raw)
     except ValidationError as exc:

@@ -76,3 +76,19 @@ def test_every_error_is_listed_not_only_the_first(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "routing-matrix.yaml: rules.0.domain" in result.stderr
     assert "mio.yaml: version" in result.stderr
+
+
+def test_sla_policy_and_calendar_are_checked_too(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "calendar-kz.yaml").write_text("version: 1\ndays_off: [2026-13-01]\nworking_days: []\n")
+    result = _check(d)
+    assert result.returncode != 0
+    assert "calendar-kz.yaml" in result.stderr
+
+
+def test_impossible_yaml_date_is_an_error_not_a_crash(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    (d / "routing-matrix.yaml").write_text("version: 1\nrules: []\nwhen: 2026-13-01\n")
+    result = _check(d)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "routing-matrix.yaml" in result.stderr

@@ -154,13 +154,22 @@ def mappings_check(
 ) -> None:
     """Validate every mapping file; print each error with its file and field."""
     from gateway.mapping import load_mappings
+    from gateway.sla.policy import load_sla_config
 
+    problems: list[str] = []
     try:
         m = load_mappings(directory, counterparts_file=counterparts_file)
     except ConfigError as exc:
-        _fail(str(exc))
+        problems.append(str(exc))
+    try:
+        sla = load_sla_config(directory)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    if problems:
+        _fail("\n".join(problems))
     typer.echo(f"{directory}: ok ({len(m.kinds.kinds)} referral kinds, {len(m.matrix.rules)} matrix rules,"
-               f" {len(m.codes)} code tables, {len(m.counterparts.instances)} counterpart instances)")
+               f" {len(m.codes)} code tables, {len(m.counterparts.instances)} counterpart instances,"
+               f" {len(sla.policy.rules)} SLA rules)")
 
 
 @db_app.command("upgrade")

@@ -541,3 +541,8 @@ def compute_report(*, events: Iterable[Event], policy: SlaPolicy, calendar: Work
         "unmatched_replies": unmatched,
     }
     return SlaReport(as_of=as_of_us, legs=legs, summary=summary, kpi=kpi_out)
+
+
+def summarize(legs: Iterable[Leg], *, rules: list[str]) -> dict[str, dict[str, Any]]:
+    """The per-rule summary of any subset of legs, counted as the report counts its own."""
+    return _counts(rules, Counter(map(itemgetter(1, 7), legs)))

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import replace
 from datetime import datetime
-from operator import attrgetter
 
 from gateway.audit.export import iter_event_lines
-from gateway.sla.engine import Leg, SlaReport, _counts, compute_report, parse_event_line
+from gateway.sla.calendar import to_us
+from gateway.sla.engine import SlaReport, compute_report, parse_event_line, summarize
 from gateway.sla.policy import SlaConfig
 from gateway.storage.store import Store
 
@@ -27,8 +26,8 @@ async def live_report(
                             as_of=as_of)
     if not any((rule, counterpart, region, since, until)):
         return report
-    since_us = None if since is None else int(since.timestamp() * 1_000_000)
-    until_us = None if until is None else int(until.timestamp() * 1_000_000)
+    since_us = None if since is None else to_us(since)
+    until_us = None if until is None else to_us(until)
     legs = [
         leg for leg in report.legs
         if (rule is None or leg.rule == rule)
@@ -38,11 +37,6 @@ async def live_report(
         and (until_us is None or leg.start_at <= until_us)
     ]
     return replace(report, legs=legs, summary=summarize(legs, rules=list(config.policy.rules)))
-
-
-def summarize(legs: list[Leg], *, rules: list[str]) -> dict:
-    """The per-rule summary of a subset of legs, counted as the engine counts its own."""
-    return _counts(rules, Counter(map(attrgetter("rule", "status"), legs)))
 
 
 async def _numbered(lines):  # noqa: ANN001, ANN202
