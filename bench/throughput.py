@@ -112,6 +112,12 @@ def run(args: argparse.Namespace) -> dict:
     env = dict(os.environ, GATEWAY_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{tmp / 'gw.db'}",
                GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_LOG_LEVEL="WARNING",
                GATEWAY_PUBLIC_URL=gw_url)
+    env.pop("GATEWAY_KEY_PASSPHRASE", None)
+    if args.signed:
+        from security.keys import KeyStore
+
+        KeyStore(tmp / "keys", passphrase="bench").generate(channel="json")
+        env.update(GATEWAY_KEYS_DIR=str(tmp / "keys"), GATEWAY_KEY_PASSPHRASE="bench")
     procs = [
         _spawn(_sim_cmd("adapters.mio.simulator.create_app", mio_port, name="mio-kz-35",
                         callback_url=f"{gw_url}/v1/inbound/mio"), env, tmp / "mio.log"),
@@ -132,7 +138,7 @@ def run(args: argparse.Namespace) -> dict:
         assert reg.statuses == {202: len(cases)}, reg.statuses
         case_ids = [c["case_id"] for c in cases]
         out: dict = {"messages": args.messages, "concurrency": args.concurrency,
-                     "store": env["GATEWAY_DATABASE_URL"].split(":")[0]}
+                     "store": env["GATEWAY_DATABASE_URL"].split(":")[0], "signed": args.signed}
 
         # 1. Added latency at light load (one client, one message at a time).
         _reset(mio_url)
@@ -201,8 +207,18 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--latency-messages", type=int, default=300)
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
-    result = run(parser.parse_args())
-    print(json.dumps(result, indent=2))
+    parser.add_argument("--signed", action="store_true", help="the gateway signs what it sends (RFC 9421)")
+    parser.add_argument("--compare-signing", action="store_true",
+                        help="run unsigned then signed, and report what signing costs")
+    args = parser.parse_args()
+    if not args.compare_signing:
+        print(json.dumps(run(args), indent=2))
+        return
+    plain = run(argparse.Namespace(**{**vars(args), "signed": False}))
+    signed = run(argparse.Namespace(**{**vars(args), "signed": True}))
+    key = "gateway_delivered_msgs_per_s"
+    print(json.dumps({"unsigned": plain, "signed": signed, "signing_cost_share":
+                      1 - signed["throughput"][key] / plain["throughput"][key]}, indent=2))
 
 
 if __name__ == "__main__":
