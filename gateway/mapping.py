@@ -191,18 +191,21 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = F
 
 
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+# Dates stay text for the schemas to check: PyYAML's own conversion of an impossible date (2026-13-01)
+# raises a ValueError that names no field; pydantic names it.
+_StrictLoader.yaml_implicit_resolvers = {
+    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
-def _load_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseModel | None:
+def load_yaml_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseModel | None:
     try:
         raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)  # noqa: S506 (safe loader)
     except FileNotFoundError:
         errors.append(f"{path}: file is missing")
         return None
     except yaml.YAMLError as exc:
-        errors.append(f"{path}: not valid YAML: {exc}")
-        return None
-    except ValueError as exc:  # PyYAML's own conversions (an impossible date such as 2026-13-01)
         errors.append(f"{path}: not valid YAML: {exc}")
         return None
     try:
@@ -233,7 +236,7 @@ def _load_codes(directory: Path, errors: list[str]) -> dict[str, CodeTable]:
     tables: dict[str, CodeTable] = {}
     origin: dict[str, Path] = {}
     for path in sorted((directory / "codes").glob("*.yaml")):
-        loaded = _load_file(path, CodesFile, errors)
+        loaded = load_yaml_file(path, CodesFile, errors)
         if loaded is None:
             continue
         for name, table in loaded.tables.items():  # type: ignore[attr-defined]
@@ -251,7 +254,7 @@ def load_mappings(directory: Path, *, counterparts_file: Path | None = None) -> 
     loaded: dict[str, Any] = {}
     for key, (filename, schema) in _FILES.items():
         path = counterparts_file if key == "counterparts" and counterparts_file else directory / filename
-        loaded[key] = _load_file(path, schema, errors)
+        loaded[key] = load_yaml_file(path, schema, errors)
     codes = _load_codes(directory, errors)
     _cross_check(directory, loaded, errors)
     if errors:

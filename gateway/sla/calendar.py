@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 
 from gateway.canonical.errors import ConfigError
 from gateway.mapping import _Strict
-from gateway.sla.policy import load_yaml_file
+from gateway.mapping import load_yaml_file
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ONE_US = timedelta(microseconds=1)

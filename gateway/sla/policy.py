@@ -6,54 +6,14 @@ import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-import yaml
-from pydantic import BaseModel, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from gateway.canonical.errors import ConfigError
 from gateway.canonical.messages import Domain, ReferralKind, RiskLevel
-from gateway.mapping import (
-    KindEntry,
-    ReferralKindsFile,
-    _load_file,
-    _Strict,
-    _StrictLoader,
-)
+from gateway.mapping import KindEntry, ReferralKindsFile, _Strict, load_yaml_file
 
 if TYPE_CHECKING:
     from gateway.sla.calendar import WorkingCalendar
-
-class _NoTimestampLoader(_StrictLoader):
-    """The strict loader (a key twice is an error), leaving dates as text for pydantic to check.
-
-    PyYAML turns `2026-13-01` into a ValueError that is no YAMLError, so `_load_file` would not catch it and
-    no field would be named; as a string, pydantic names the field (`days_off.2026-13-01`).
-    """
-
-
-_NoTimestampLoader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in _StrictLoader.yaml_implicit_resolvers.items()
-}
-
-
-def load_yaml_file(path: Path, schema: type[BaseModel], errors: list[str]) -> BaseModel | None:
-    """`gateway.mapping._load_file` for files with dates: same messages, dates checked by the schema."""
-    try:
-        raw = yaml.load(path.read_text(encoding="utf-8"), Loader=_NoTimestampLoader)
-    except FileNotFoundError:
-        errors.append(f"{path}: file is missing")
-        return None
-    except yaml.YAMLError as exc:
-        errors.append(f"{path}: not valid YAML: {exc}")
-        return None
-    try:
-        return schema.model_validate(raw)
-    except ValidationError as exc:
-        for err in exc.errors():
-            where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            errors.append(f"{path}: {where}: {err['msg']}")
-        return None
-
 
 StartType = Literal["case.registered", "plan.approved", "risk.detected", "referral.requested"]
 # A rejected referral never stops a leg (BRIEF 4), so it is not offered as a stop type.
@@ -149,7 +109,7 @@ class SlaPolicy(_Strict):
 def load_sla_policy(path: Path) -> SlaPolicy:
     """Load and check `sla.yaml`; raise ConfigError naming the file and each bad field."""
     errors: list[str] = []
-    policy = _load_file(path, SlaPolicy, errors)
+    policy = load_yaml_file(path, SlaPolicy, errors)
     if errors:
         raise ConfigError("invalid mappings:\n" + "\n".join(f"  {e}" for e in errors))
     return policy  # type: ignore[return-value]
@@ -166,9 +126,9 @@ def load_sla_config(directory: Path) -> SlaConfig:
     from gateway.sla.calendar import CalendarOverrides, WorkingCalendar
 
     errors: list[str] = []
-    policy = _load_file(directory / "sla.yaml", SlaPolicy, errors)
+    policy = load_yaml_file(directory / "sla.yaml", SlaPolicy, errors)
     overrides = load_yaml_file(directory / "calendar-kz.yaml", CalendarOverrides, errors)
-    kinds = _load_file(directory / "referral-kinds.yaml", ReferralKindsFile, errors)
+    kinds = load_yaml_file(directory / "referral-kinds.yaml", ReferralKindsFile, errors)
     if policy is not None and kinds is not None:
         for name, rule in policy.rules.items():  # type: ignore[attr-defined]
             for i, kind in enumerate(rule.stop.kinds or ()):
