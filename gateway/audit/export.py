@@ -24,8 +24,8 @@ def event_line(content: bytes, received_at: datetime) -> bytes:
 async def export_events(*, store: Store, out: BinaryIO, until: datetime | None = None) -> int:
     """Write the events file in acceptance order; returns how many lines were written."""
     count = 0
-    async for content, received_at in store.iter_messages(until=until):
-        out.write(event_line(content, received_at))
+    async for line in iter_event_lines(store=store, until=until):
+        out.write(line)
         count += 1
     return count
 

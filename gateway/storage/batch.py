@@ -5,23 +5,17 @@ from __future__ import annotations
 import asyncio
 from concurrent.futures import ThreadPoolExecutor
 from itertools import groupby
-from typing import TYPE_CHECKING, Any, Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable
 
 from sqlalchemy.engine import Connection
 
 if TYPE_CHECKING:
     from gateway.storage.db import Engines
 
-T = TypeVar("T")
-Job = Callable[[Connection], T]
 # A handler takes every item of its kind in the batch and returns one result (or exception) per item.
 # Handlers are plain functions on a sync Connection: on SQLite they run in the writer thread, on
 # PostgreSQL through AsyncConnection.run_sync. The same code serves both.
 Handler = Callable[[Connection, list[Any]], list[Any]]
-
-
-def _run_jobs(conn: Connection, jobs: list[Job]) -> list[Any]:
-    return [job(conn) for job in jobs]
 
 
 class Committer:
@@ -51,9 +45,6 @@ class Committer:
         if self._thread is not None:
             self._thread.shutdown(wait=True)
             self._thread = ThreadPoolExecutor(1, thread_name_prefix="sqlite-writer")
-
-    async def run(self, job: Job[T]) -> T:
-        return await self.submit(_run_jobs, job)
 
     async def submit(self, handler: Handler, item: Any) -> Any:
         """Queue one item for `handler`; items of one handler in a batch are handled together."""

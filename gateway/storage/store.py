@@ -158,16 +158,6 @@ class Store:
 
     # --- claiming ----------------------------------------------------------------------------
 
-    async def claim(
-        self, *, worker: str, now: datetime, limit: int, lease: timedelta, exclude: Iterable[str] = ()
-    ) -> list[ClaimedDelivery]:
-        """Take up to `limit` due deliveries for this worker, in a transaction of its own."""
-        return await self.committer.submit(
-            lambda conn, items: [self.claim_in(conn, worker=worker, now=now, limit=limit, lease=lease,
-                                               exclude=exclude) for _ in items],
-            None,
-        )
-
     @staticmethod
     def claim_in(
         conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
@@ -353,8 +343,3 @@ class Store:
                  .where(messages.c.case_id == case_id).order_by(messages.c.occurred_at, messages.c.id))
         async with self.engines.read.connect() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
-
-    async def delivery_counts(self) -> dict[str, int]:
-        async with self.engines.read.connect() as conn:
-            rows = await conn.execute(select(deliveries.c.state, func.count()).group_by(deliveries.c.state))
-            return {state: n for state, n in rows}
