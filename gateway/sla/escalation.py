@@ -55,6 +55,9 @@ class EscalationScheduler:
         self.clock = clock
         self.interval_s = interval_s
         self._task: asyncio.Task | None = None
+        # A pass is only worth it when a message arrived or an open leg's deadline passed since the last.
+        self._seen_up_to: int | None = None
+        self._next_deadline_us: int | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="sla-escalations")
@@ -69,9 +72,16 @@ class EscalationScheduler:
             self._task = None
 
     async def check(self) -> int:
-        """One pass; returns how many escalations were newly raised."""
+        """One pass; returns how many escalations were newly raised (0 when nothing could have changed)."""
         now = self.clock()
+        latest = await self.store.latest_message_row()
+        now_us = int(now.timestamp() * 1_000_000)
+        if (latest == self._seen_up_to and latest is not None
+                and (self._next_deadline_us is None or now_us < self._next_deadline_us)):
+            return 0
         report = await live_report(store=self.store, config=self.config, as_of=now)
+        self._seen_up_to = latest
+        self._next_deadline_us = min((leg.deadline_at for leg in report.legs if leg.status == "open"), default=None)
         raised = 0
         for message in escalations(report):
             result = await self.accepter.accept(message=message, source=SOURCE)

@@ -336,6 +336,11 @@ class Store:
                     (received_at - started).total_seconds())
         return rows, durations  # type: ignore[return-value]
 
+    async def latest_message_row(self) -> int | None:
+        """The newest message's row id: it changes whenever a message is accepted."""
+        async with self.engines.read.connect() as conn:
+            return (await conn.execute(select(func.max(messages.c.id)))).scalar()
+
     async def case_timeline(self, case_id: str) -> list[dict[str, Any]]:
         """The case's messages in business-time order: id, type, occurred_at, received_at, source."""
         query = (select(messages.c.message_id, messages.c.type, messages.c.occurred_at, messages.c.received_at,
