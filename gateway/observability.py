@@ -72,4 +72,4 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("uvicorn.access").setLevel(max(logging.WARNING, root.level))
     # Driver and ORM debug output prints SQL parameters, which can carry personal data.
     for name in ("aiosqlite", "asyncpg", "sqlalchemy", "httpx", "httpcore", "aiohttp"):
-        logging.getLogger(name).setLevel(max(logging.INFO, root.level))
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
