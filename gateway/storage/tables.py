@@ -126,3 +126,13 @@ exchanges = Table(
     Column("error", Text),
 )
 Index("ix_exchanges_message", exchanges.c.message_id)
+
+# Nonces of verified signatures until their signature expires (replay protection across processes).
+nonces = Table(
+    "nonces",
+    metadata,
+    Column("keyid", String(200), primary_key=True),
+    Column("nonce", String(200), primary_key=True),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_nonces_expires", nonces.c.expires_at)
