@@ -102,13 +102,16 @@ def test_keys_cli_generate_rotate_revoke_and_jwks(tmp_path: Path) -> None:
     first = gw("generate")
     assert first.returncode == 0, first.stderr
     old_kid = first.stdout.split()[0]
-    assert gw("generate").returncode == 2  # a channel has one active key: rotate instead
-    assert gw("rotate", "--overlap-hours", "1").returncode == 0
+    again = gw("generate")
+    assert again.returncode == 2, (again.stdout, again.stderr)  # a channel has one active key: rotate instead
+    rotated = gw("rotate", "--overlap-hours", "1")
+    assert rotated.returncode == 0, rotated.stderr
     listed = gw("list").stdout
-    assert f"{old_kid}  json  ed25519     retired" in listed and listed.count("active") == 1
+    assert f"{old_kid}  json  ed25519     retired" in listed and listed.count("active") == 1, listed
     store = KeyStore(tmp_path / "keys", passphrase=PASSPHRASE)
     assert {k["kid"] for k in store.jwks()["keys"]} >= {old_kid}  # still verifies during the overlap
-    assert gw("revoke", old_kid).returncode == 0
+    revoked = gw("revoke", old_kid)
+    assert revoked.returncode == 0, revoked.stderr
     store.refresh()
     assert old_kid not in {k["kid"] for k in store.jwks()["keys"]}
     key_files = list((tmp_path / "keys").glob("*.key.pem"))
