@@ -71,7 +71,7 @@ def list_keys() -> None:
 
 @keys_app.command("revoke")
 def revoke(kid: str, reason: str = typer.Option(None)) -> None:
-    """Stop a key verifying at once (compromise)."""
+    """Stop a key verifying at once (compromise). A kid starting with "-" goes after `--`."""
     from security.keys import KeyStoreError
 
     try:

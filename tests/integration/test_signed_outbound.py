@@ -110,7 +110,7 @@ def test_keys_cli_generate_rotate_revoke_and_jwks(tmp_path: Path) -> None:
     assert f"{old_kid}  json  ed25519     retired" in listed and listed.count("active") == 1, listed
     store = KeyStore(tmp_path / "keys", passphrase=PASSPHRASE)
     assert {k["kid"] for k in store.jwks()["keys"]} >= {old_kid}  # still verifies during the overlap
-    revoked = gw("revoke", old_kid)
+    revoked = gw("revoke", "--", old_kid)  # a kid is base64url and may start with "-"
     assert revoked.returncode == 0, revoked.stderr
     store.refresh()
     assert old_kid not in {k["kid"] for k in store.jwks()["keys"]}
