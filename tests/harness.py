@@ -81,7 +81,6 @@ class Stack:
     tmp: Path
     database_url: str
     retry: dict[str, Any] = field(default_factory=lambda: dict(FAST_RETRY))
-    worker_env: dict[str, str] = field(default_factory=dict)
     gateway_sock: socket.socket = field(default_factory=bound_socket)
     servers: list[ThreadServer] = field(default_factory=list)
     national: tuple[str, ...] = ()  # also run these national counterparts' simulators: con, mtszn, health

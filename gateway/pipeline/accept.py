@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
@@ -128,13 +128,12 @@ class Accepter:
                 new.append(i)
         routed = self._route(conn, [batch[i] for i in new])
         for i, (count, claimed) in zip(new, routed):
-            results[i] = Accepted(**{**_fields(results[i]), "queued": count, "dispatched": claimed})
+            results[i] = replace(results[i], queued=count, dispatched=claimed)
         for i in new:
             derived = self._matrix_referrals(batch[i])
             if derived:
                 outcome = self.accept_many(conn, derived)
-                results[i] = Accepted(**{**_fields(results[i]),
-                                         "derived": tuple(r for r in outcome if isinstance(r, Accepted))})
+                results[i] = replace(results[i], derived=tuple(r for r in outcome if isinstance(r, Accepted)))
         now = self.clock()
         self.store.insert_exchanges(conn, [
             {
@@ -248,8 +247,3 @@ class Accepter:
                 if route.counterpart == counterpart:
                     self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
                                              now=now)
-
-
-def _fields(result: Accepted | MessageConflict | None) -> dict[str, Any]:
-    assert isinstance(result, Accepted)
-    return {f: getattr(result, f) for f in Accepted.__slots__}

@@ -8,7 +8,7 @@ from sqlalchemy import delete
 from sqlalchemy.engine import Connection
 
 from gateway.pipeline.ports import Clock
-from gateway.storage.store import Store, _insert
+from gateway.storage.store import Store, dialect_insert
 from gateway.storage.tables import nonces
 
 
@@ -28,7 +28,7 @@ class SqlNonceStore:
         conn.execute(delete(nonces).where(nonces.c.expires_at <= now))
         out = []
         for keyid, nonce, expires_at in items:
-            stmt = _insert(conn, nonces).values(keyid=keyid, nonce=nonce, expires_at=expires_at)
+            stmt = dialect_insert(conn, nonces).values(keyid=keyid, nonce=nonce, expires_at=expires_at)
             inserted = conn.execute(stmt.on_conflict_do_nothing(index_elements=["keyid", "nonce"])
                                     .returning(nonces.c.nonce)).first()
             out.append(inserted is None)

@@ -30,7 +30,8 @@ class ClaimedDelivery:
     case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
 
 
-def _insert(conn: Connection, table):  # noqa: ANN001, ANN202
+def dialect_insert(conn: Connection, table):  # noqa: ANN001, ANN202
+    """INSERT with ON CONFLICT support for the connection's dialect (SQLite or PostgreSQL)."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
@@ -47,7 +48,7 @@ class Store:
         if not rows:
             return set()
         stmt = (
-            _insert(conn, messages)
+            dialect_insert(conn, messages)
             .on_conflict_do_nothing(index_elements=["message_id"])
             .returning(messages.c.message_id)
         )
@@ -69,7 +70,7 @@ class Store:
     def upsert_cases(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        stmt = _insert(conn, cases)
+        stmt = dialect_insert(conn, cases)
         stmt = stmt.on_conflict_do_update(
             index_elements=["case_id"],
             set_={"region": stmt.excluded.region, "registered_message_id": stmt.excluded.registered_message_id},
@@ -91,7 +92,7 @@ class Store:
     @staticmethod
     def insert_referrals(conn: Connection, rows: list[dict[str, Any]]) -> None:
         if rows:
-            stmt = _insert(conn, referrals).on_conflict_do_nothing(index_elements=["referral_id"])
+            stmt = dialect_insert(conn, referrals).on_conflict_do_nothing(index_elements=["referral_id"])
             conn.execute(stmt, rows)
 
     @staticmethod
