@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextvars
 import logging
 import random
 import time
@@ -17,7 +18,41 @@ from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from gateway.pipeline.ports import WireRequest, WireResponse
+from security.parties import PartyKey
+
 log = logging.getLogger("simulator")
+
+# The request being answered (method, absolute URI, header lines): a signed answer is bound to it.
+_CURRENT: contextvars.ContextVar[tuple[str, str, tuple[tuple[str, str], ...]] | None] = contextvars.ContextVar(
+    "sim_request", default=None)
+
+
+@dataclass
+class SimSigner:
+    """How a simulator signs, as its real counterpart would: RFC 9421 for JSON, an XML signature for SOAP."""
+
+    key: PartyKey
+    xml: bool = False
+
+    def __post_init__(self) -> None:
+        self._http = None if self.xml else self.key.http_signer()
+        self._xml = self.key.xml_signer() if self.xml else None
+
+    def response(self, status: int, body: bytes, media_type: str) -> tuple[bytes, dict[str, str]]:
+        if self._xml is not None:
+            return (self._xml.sign(body) if body.lstrip().startswith(b"<") else body), {}
+        current = _CURRENT.get()
+        request, uri = (None, None) if current is None else (WireRequest(current[0], "", current[2], b""), current[1])
+        signed = self._http.sign_response(WireResponse(status, (("content-type", media_type),), body),
+                                          request=request, target_uri=uri)
+        return body, {k: v for k, v in signed.headers if k.lower() != "content-type"}
+
+    def request(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+        if self._xml is not None:
+            return self._xml.sign(body), headers
+        signed = self._http.sign_request(WireRequest("POST", "", tuple(headers.items()), body), target_uri=url)
+        return body, dict(signed.headers)
 
 
 class FaultConfig(BaseModel):
@@ -49,6 +84,7 @@ class SimState:
     callbacks_sent: int = 0
     callbacks_failed: int = 0
     raw: deque = field(default_factory=lambda: deque(maxlen=200))  # the last requests, byte for byte
+    signer: SimSigner | None = None
 
     def stats(self) -> dict[str, Any]:
         return {
@@ -78,7 +114,8 @@ async def apply_faults(state: SimState, message_id: str, *, media_type: str = "a
         return _cut_off()
     if cfg.malformed_count > 0:
         cfg.malformed_count -= 1
-        return Response(b'{"truncated": <Envelope', status_code=200, media_type=media_type)
+        # signed like any answer: the bytes are authentic but do not parse (a counterpart's bug, not an attack)
+        return signed_response(state, 200, b'{"truncated": <Envelope', media_type)
     headers = {"Retry-After": cfg.retry_after} if cfg.retry_after else {}
     if cfg.storm_count > 0:
         cfg.storm_count -= 1
@@ -106,7 +143,14 @@ def answer(state: SimState, message_id: str, status: int, body: bytes,
            media_type: str = "application/json") -> Response:
     """Remember the answer to a message (a repeat gets the same one) and send it, slowly if so configured."""
     state.responses[message_id] = (status, body)
-    return slow(Response(body, status_code=status, media_type=media_type), state)
+    return slow(signed_response(state, status, body, media_type), state)
+
+
+def signed_response(state: SimState, status: int, body: bytes, media_type: str) -> Response:
+    if state.signer is None:
+        return Response(body, status_code=status, media_type=media_type)
+    body, headers = state.signer.response(status, body, media_type)
+    return Response(body, status_code=status, media_type=media_type, headers=headers)
 
 
 def repeat(state: SimState, message_id: str, media_type: str = "application/json") -> Response | None:
@@ -114,7 +158,7 @@ def repeat(state: SimState, message_id: str, media_type: str = "application/json
     if message_id not in state.responses:
         return None
     status, body = state.responses[message_id]
-    return slow(Response(body, status_code=status, media_type=media_type), state)
+    return slow(signed_response(state, status, body, media_type), state)
 
 
 def slow(response: Response, state: SimState) -> Response:
@@ -130,8 +174,9 @@ def slow(response: Response, state: SimState) -> Response:
             await asyncio.sleep(delay / len(pieces))
             yield piece
 
+    headers = {k: v for k, v in response.headers.items() if k not in ("content-length", "content-type")}
     return StreamingResponse(drip(), status_code=response.status_code, media_type=response.media_type,
-                             headers={"content-length": str(len(body))})
+                             headers={**headers, "content-length": str(len(body))})
 
 
 def add_control_routes(app: FastAPI, state: SimState) -> None:
@@ -185,7 +230,10 @@ class CallbackSender:
         await asyncio.sleep(self.state.config.callback_delay_ms / 1000)
         for attempt in range(30):
             try:
-                response = await self.client.post(self.url, content=body, headers=headers)
+                content, sent_headers = body, headers
+                if self.state.signer is not None:  # signed afresh each try: a nonce is good for one request
+                    content, sent_headers = self.state.signer.request(self.url, body, headers)
+                response = await self.client.post(self.url, content=content, headers=sent_headers)
                 if response.status_code < 500:
                     self.state.callbacks_sent += 1
                     if response.status_code >= 400:
@@ -202,9 +250,10 @@ class CallbackSender:
         await self.client.aclose()
 
 
-def simulator_app(title: str, *, name: str, callback_url: str | None = None) -> tuple[FastAPI, SimState, CallbackSender]:
+def simulator_app(title: str, *, name: str, callback_url: str | None = None, signer: SimSigner | None = None
+                  ) -> tuple[FastAPI, SimState, CallbackSender]:
     """A simulator's app with its state, control routes and callback sender (closed on shutdown)."""
-    state = SimState(name)
+    state = SimState(name, signer=signer)
     sender = CallbackSender(state, callback_url or "")
 
     @asynccontextmanager
@@ -229,6 +278,10 @@ class RecordRaw:
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope["path"].startswith("/_sim/"):
             return await self.app(scope, receive, send)
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        host = next((v for k, v in headers if k == "host"), "")
+        query = ("?" + scope["query_string"].decode()) if scope["query_string"] else ""
+        _CURRENT.set((scope["method"], f"{scope.get('scheme', 'http')}://{host}{scope['path']}{query}", headers))
         chunks: list[bytes] = []
 
         async def recording() -> dict:

@@ -10,8 +10,9 @@ from adapters.health.codec import HealthAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
+from gateway.access import Authenticator, ClientDirectory, SecurityEvents
 from gateway.config import Settings
-from gateway.mapping import Mappings, load_mappings
+from gateway.mapping import Mappings, load_mappings, load_pins
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepted, Accepter
 from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
@@ -20,7 +21,10 @@ from gateway.pipeline.routing import Router
 from gateway.pipeline.transport import HttpxTransport, Transport
 from gateway.sla.escalation import EscalationScheduler
 from gateway.sla.policy import SlaConfig, load_sla_config
+from gateway.pipeline.verify import CounterpartVerifier
+from gateway.storage.clients import ClientStore
 from gateway.storage.db import Engines, create_engines, migrate
+from gateway.storage.nonces import SqlNonceStore
 from gateway.storage.store import Store
 from security.keys import KeyStore
 from security.outbound import signer_from_store
@@ -47,6 +51,9 @@ class Container:
     sla: SlaConfig
     escalations: EscalationScheduler
     keys: KeyStore | None
+    clients: ClientStore
+    authenticator: Authenticator
+    security_events: SecurityEvents
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -69,8 +76,11 @@ class Container:
 
 def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
     mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
+    pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
     engines = create_engines(settings.database_url)
     store = Store(engines)
+    nonces = SqlNonceStore(store=store, clock=clock)
+    verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock)
     metrics = Metrics()
     adapters = build_adapters()
     transport = transport or HttpxTransport()
@@ -98,6 +108,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             lease_s=settings.worker_lease_s,
         ),
         signer=signer,
+        verifier=verifier,
     )
 
     def on_accepted(result: Accepted) -> None:
@@ -114,8 +125,11 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     sla = load_sla_config(settings.mappings_dir)
     escalations = EscalationScheduler(store=store, accepter=accepter, config=sla, clock=clock,
                                       interval_s=settings.sla_check_interval_s)
+    clients = ClientStore(store)
+    authenticator = Authenticator(directory=ClientDirectory(clients), counterparts=verifier, mappings=mappings,
+                                  nonces=nonces, clock=clock, base_url=settings.base_url)
     return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
-                     sla, escalations, keys)
+                     sla, escalations, keys, clients, authenticator, SecurityEvents(store=store, clock=clock))
 
 
 def open_keys(settings: Settings) -> KeyStore | None:

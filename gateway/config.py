@@ -32,5 +32,9 @@ class Settings(BaseSettings):
     key_passphrase: SecretStr | None = Field(None, description="decrypts the signing keys in keys_dir")
 
     @property
+    def counterparts_path(self) -> Path:
+        return self.counterparts_file or self.mappings_dir / "counterparts.yaml"
+
+    @property
     def base_url(self) -> str:
         return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, mod
 
 from gateway.canonical.errors import ConfigError, WireDecodeError
 from gateway.canonical.messages import Domain, ReferralKind, RiskLevel
+from security.parties import PinError, PinnedKey, load_pin
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
 RETRYABLE_STATUSES = (408, 429, 502, 503, 504)
@@ -46,6 +47,24 @@ class Instance(_Strict):
     enabled: bool = True
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
+    keys: tuple[str, ...] = Field(
+        (), description="files (relative to this file) of the instance's pinned keys: PEM certificate, PEM public "
+                        "key or JWK; its responses and callbacks must verify with one of them"
+    )
+    revoked_keys: tuple[str, ...] = Field(
+        (), description="SHA-256 fingerprints of pinned certificates (or RFC 7638 thumbprints of pinned keys) "
+                        "that no longer verify: kept pinned so a refusal says revoked, not unknown"
+    )
+    require_signatures: bool = Field(
+        True, description="refuse the instance's unsigned responses and callbacks; false only for a legacy "
+                          "system that cannot sign (its traffic is then logged as unverified)"
+    )
+
+    @model_validator(mode="after")
+    def _pinned(self) -> "Instance":
+        if self.require_signatures and not self.keys:
+            raise ValueError("keys: an instance that must sign (require_signatures) needs at least one pinned key")
+        return self
 
     @property
     def url(self) -> str:
@@ -246,6 +265,24 @@ def _load_codes(directory: Path, errors: list[str]) -> dict[str, CodeTable]:
             tables[name] = table.model_copy(update={"name": name})
             origin[name] = path
     return tables
+
+
+def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple[PinnedKey, ...]]:
+    """Each instance's pinned keys, read from the files its `keys` name; ConfigError names file and field."""
+    errors: list[str] = []
+    pins: dict[str, tuple[PinnedKey, ...]] = {}
+    for i, inst in enumerate(mappings.counterparts.instances):
+        keys = []
+        for j, name in enumerate(inst.keys):
+            try:
+                keys.append(load_pin((counterparts_file.parent / name).resolve()))
+            except PinError as exc:
+                errors.append(f"{counterparts_file}: instances.{i}.keys.{j}: {exc}")
+        pins[inst.name] = tuple(keys)
+    if errors:
+        raise ConfigError("invalid pinned keys:\n" + "\n".join(f"  {e}" for e in errors)
+                          + "\n  (the simulators' keys are created by `gateway simulators` or `gateway demo`)")
+    return pins
 
 
 def load_mappings(directory: Path, *, counterparts_file: Path | None = None) -> Mappings:

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,15 @@ import yaml
 
 from adapters.mio.simulator import create_app as mio_app
 from adapters.probation.simulator import create_app as probation_app
+from adapters.simulation import SimSigner
 from gateway.api.app import create_app
+from gateway.clients import add_client
 from gateway.config import ROOT, Settings
+from gateway.storage.clients import ClientStore
+from gateway.storage.db import create_engines, migrate
+from gateway.storage.store import Store
+from security.client import SignatureAuth
+from security.parties import PartyKey, ensure_party_key
 
 
 def bound_socket() -> socket.socket:
@@ -67,8 +75,20 @@ class ThreadServer:
 
 
 def write_counterparts(path: Path, instances: list[dict[str, Any]]) -> Path:
+    """The counterparts file; an instance without `keys` pins peer-keys/<name>.crt.pem beside the file."""
+    for inst in instances:
+        inst.setdefault("keys", [str(path.parent / "peer-keys" / f"{inst['name']}.crt.pem")])
     path.write_text(yaml.safe_dump({"version": 1, "instances": instances}, allow_unicode=True), encoding="utf-8")
     return path
+
+
+def default_counterparts(tmp: Path) -> Path:
+    """mappings/counterparts.yaml with each instance's key pair made under tmp/peer-keys (for stores never sent to)."""
+    doc = yaml.safe_load((ROOT / "mappings" / "counterparts.yaml").read_text(encoding="utf-8"))
+    for inst in doc["instances"]:
+        ensure_party_key(tmp / "peer-keys", inst["name"], algorithm="ecdsa-p256")
+        inst.pop("keys", None)
+    return write_counterparts(tmp / "counterparts.yaml", doc["instances"])
 
 
 FAST_RETRY = {"max_attempts": 6, "base_delay_s": 0.05, "max_delay_s": 2.0, "deadline_s": 120, "retry_after_max_s": 10}
@@ -89,25 +109,47 @@ class Stack:
     def __post_init__(self) -> None:
         self.gateway_port = self.gateway_sock.getsockname()[1]
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
-        self.mio = ThreadServer(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio")).start()
-        self.probation = ThreadServer(probation_app()).start()
+        self.keys_dir = self.tmp / "peer-keys"
+        self.mio = ThreadServer(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio",
+                                        signer=self.sim_signer("mio-kz-35"))).start()
+        self.probation = ThreadServer(probation_app(signer=self.sim_signer("probation"))).start()
         self.servers += [self.mio, self.probation]
         instances = [
             {"name": "probation", "counterpart": "probation", "base_url": self.probation.url,
-             "retry": self.retry, "timeout_s": 5},
+             "retry": self.retry, "timeout_s": 5, "keys": [self.pin("probation")]},
             {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": self.mio.url,
-             "retry": self.retry, "timeout_s": 5},
+             "retry": self.retry, "timeout_s": 5, "keys": [self.pin("mio-kz-35")]},
         ]
         for counterpart in self.national:
             module = importlib.import_module(f"adapters.{counterpart}.simulator")
             sim = ThreadServer(module.create_app(
-                name=counterpart, callback_url=f"{self.gateway_url}/v1/inbound/{counterpart}")).start()
+                name=counterpart, callback_url=f"{self.gateway_url}/v1/inbound/{counterpart}",
+                signer=self.sim_signer(counterpart, xml=counterpart == "con"))).start()
             self.sims[counterpart] = sim
             self.servers.append(sim)
             instances.append({"name": counterpart, "counterpart": counterpart, "base_url": sim.url,
-                              "retry": self.retry, "timeout_s": 5})
+                              "retry": self.retry, "timeout_s": 5, "keys": [self.pin(counterpart)]})
         self.sims["mio"] = self.mio
         self.counterparts = write_counterparts(self.tmp / "counterparts.yaml", instances)
+        # The Probation IS signs with its key; an admin and an auditor hold tokens.
+        self.system_key = ensure_party_key(self.keys_dir, "probation-is")
+        tokens = provision_clients(self.database_url, system_key=self.system_key)
+        self.admin_token, self.auditor_token = tokens["admin"], tokens["auditor"]
+        self.auth = SignatureAuth(self.system_key.http_signer())
+        self.client = httpx.Client(base_url=self.gateway_url, auth=self.auth, timeout=30)
+        self.admin = bearer_client(self.gateway_url, self.admin_token)
+        self.auditor = bearer_client(self.gateway_url, self.auditor_token)
+
+    def peer_client(self, name: str) -> httpx.Client:
+        """A client signing as the peer `name` (a counterpart instance, say) with its key in peer-keys/."""
+        auth = SignatureAuth(ensure_party_key(self.keys_dir, name).http_signer())
+        return httpx.Client(base_url=self.gateway_url, auth=auth, timeout=30)
+
+    def sim_signer(self, name: str, *, xml: bool = False) -> SimSigner:
+        return SimSigner(ensure_party_key(self.keys_dir, name, algorithm="ecdsa-p256" if xml else "ed25519"), xml=xml)
+
+    def pin(self, name: str) -> str:
+        return str(self.keys_dir / f"{name}.crt.pem")
 
     def settings(self, **overrides: Any) -> Settings:
         values: dict[str, Any] = dict(database_url=self.database_url, counterparts_file=self.counterparts,
@@ -145,8 +187,38 @@ class Stack:
         return proc
 
     def close(self) -> None:
+        for c in (self.client, self.admin, self.auditor):
+            c.close()
         for s in reversed(self.servers):
             s.stop()
+
+
+def bearer_client(base_url: str, token: str) -> httpx.Client:
+    return httpx.Client(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
+
+
+def provision_clients(database_url: str, *, system_key: PartyKey) -> dict[str, str]:
+    """Migrate the store and add the stack's clients: the Probation IS (by key), an admin and an auditor."""
+
+    async def main() -> dict[str, str]:
+        engines = create_engines(database_url)
+        store = Store(engines)
+        try:
+            await migrate(engines)
+            clients = ClientStore(store)
+            now = datetime.now(timezone.utc)
+            await add_client(clients=clients, client_id="probation-is", roles=["system"], now=now,
+                             public_key=system_key.certificate_pem())
+            tokens = {}
+            for role in ("admin", "auditor"):
+                added = await add_client(clients=clients, client_id=f"{role}-1", roles=[role], now=now)
+                tokens[role] = added.token or ""
+            return tokens
+        finally:
+            await store.committer.stop()
+            await engines.dispose()
+
+    return asyncio.run(main())
 
 
 def wait_ready(url: str, *, proc: subprocess.Popen | None = None, timeout: float = 30) -> None:

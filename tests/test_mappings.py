@@ -37,7 +37,8 @@ def _write(path: Path, text: str) -> Path:
 
 
 def _counterparts(path: Path, *instances: dict) -> Path:
-    return _write(path, yaml.safe_dump({"version": 1, "instances": list(instances)}, allow_unicode=True))
+    listed = [{**i, "keys": i.get("keys", [f"{i['name']}.crt.pem"])} for i in instances]
+    return _write(path, yaml.safe_dump({"version": 1, "instances": listed}, allow_unicode=True))
 
 
 def _config_error(mappings_dir: Path, counterparts: Path | None) -> str:
@@ -134,3 +135,31 @@ def test_gateway_serve_refuses_to_start_with_a_bad_counterparts_file(tmp_path: P
     assert str(bad) in stderr and "instances.0.colour" in stderr, stderr
     assert "Traceback" not in stderr, stderr  # a clear message, not a crash
     assert not (tmp_path / "g.db").exists()  # it stopped before touching the store
+
+
+def test_an_instance_that_must_sign_without_a_pinned_key_is_named(mappings_dir: Path) -> None:
+    bad = _counterparts(mappings_dir / "counterparts.yaml", GOOD_INSTANCE,
+                        {"name": "mio-kz-35", "counterpart": "mio", "base_url": "http://127.0.0.1:8101", "keys": []})
+    message = _config_error(mappings_dir, bad)
+    assert f"{bad}: instances.1:" in message and "keys: an instance that must sign" in message
+    legacy = _counterparts(mappings_dir / "counterparts.yaml", GOOD_INSTANCE,
+                           {"name": "mio-kz-35", "counterpart": "mio", "base_url": "http://127.0.0.1:8101",
+                            "keys": [], "require_signatures": False})
+    assert "counterparts.yaml" not in _config_error(mappings_dir, legacy)  # only the files this fixture lacks
+
+
+def test_an_unreadable_pinned_key_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
+    from gateway.mapping import load_pins
+
+    mappings_dir = tmp_path / "full"
+    shutil.copytree(MAPPINGS, mappings_dir)
+
+    (tmp_path / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    path = _counterparts(mappings_dir / "counterparts.yaml", {**GOOD_INSTANCE, "keys": [str(tmp_path / "garbage.pem")]},
+                         {"name": "mio-kz-35", "counterpart": "mio", "base_url": "http://127.0.0.1:8101",
+                          "keys": ["missing.crt.pem"]})
+    with pytest.raises(ConfigError) as info:
+        load_pins(load_mappings(mappings_dir, counterparts_file=path), counterparts_file=path)
+    message = str(info.value)
+    assert f"{path}: instances.0.keys.0: not a readable key" in message
+    assert f"{path}: instances.1.keys.0: cannot read" in message

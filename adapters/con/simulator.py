@@ -39,7 +39,7 @@ from adapters.con.codec import (
     read_envelope,
     text,
 )
-from adapters.simulation import answer, apply_faults, repeat, slow, simulator_app
+from adapters.simulation import SimSigner, answer, apply_faults, repeat, simulator_app, slow
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import is_valid_iin
 from security.xmlparse import parse_xml
@@ -107,8 +107,8 @@ def _record(tag: str, iin: str, fields: dict[str, str]) -> etree._Element:
     return el
 
 
-def create_app(*, name: str = "con", callback_url: str = "http://127.0.0.1:8080/v1/inbound/con") -> FastAPI:
-    app, state, sender = simulator_app("ЦОН simulator", name=name, callback_url=callback_url)
+def create_app(*, name: str = "con", callback_url: str = "http://127.0.0.1:8080/v1/inbound/con", signer: SimSigner | None = None) -> FastAPI:
+    app, state, sender = simulator_app("ЦОН simulator", name=name, callback_url=callback_url, signer=signer)
 
     def fault(faultcode: str, error_code: str, message: str) -> tuple[int, bytes]:
         return 500, build_fault(faultcode=faultcode, faultstring=message, error_code=error_code,

@@ -44,7 +44,7 @@ from adapters.health.codec import (
     TASK_OUTPUT_SYSTEM,
     validate_resource,
 )
-from adapters.simulation import answer, apply_faults, repeat, simulator_app
+from adapters.simulation import SimSigner, answer, apply_faults, repeat, simulator_app
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import is_valid_iin
 
@@ -161,8 +161,8 @@ def _check_transaction(doc: dict[str, Any]) -> tuple[str, str, list[str]] | dict
             "reject": any(n.get("text") == REJECT_NOTE for n in request.get("note") or [])}
 
 
-def create_app(*, name: str = "health", callback_url: str = "http://127.0.0.1:8080/v1/inbound/health") -> FastAPI:
-    app, state, sender = simulator_app("Health registry simulator", name=name, callback_url=callback_url)
+def create_app(*, name: str = "health", callback_url: str = "http://127.0.0.1:8080/v1/inbound/health", signer: SimSigner | None = None) -> FastAPI:
+    app, state, sender = simulator_app("Health registry simulator", name=name, callback_url=callback_url, signer=signer)
 
     @app.post("/")
     async def transaction(request: Request) -> Response:

@@ -8,11 +8,11 @@ from datetime import datetime, timezone
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from adapters.simulation import answer, apply_faults, repeat, simulator_app
+from adapters.simulation import SimSigner, answer, apply_faults, repeat, simulator_app
 
 
-def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mio") -> FastAPI:
-    app, state, sender = simulator_app("МИО simulator", name=name, callback_url=callback_url)
+def create_app(*, name: str = "mio", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mio", signer: SimSigner | None = None) -> FastAPI:
+    app, state, sender = simulator_app("МИО simulator", name=name, callback_url=callback_url, signer=signer)
 
     async def _receive(request: Request, kind: str) -> Response:
         body = await request.body()

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 from fastapi import FastAPI, Request, Response
 
-from adapters.simulation import answer, apply_faults, repeat, simulator_app
+from adapters.simulation import SimSigner, answer, apply_faults, repeat, simulator_app
 from gateway.canonical.iin import is_valid_iin
 
 SERVICES = {"EMPL_TRACK": "TRACK_STARTED", "SOC_CONTRACT": "CONTRACT_SIGNED"}
@@ -102,8 +102,8 @@ def _bad(reason: str) -> bytes:
     return orjson.dumps({"error": "bad_request", "detail": reason})
 
 
-def create_app(*, name: str = "mtszn", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mtszn") -> FastAPI:
-    app, state, sender = simulator_app("МТСЗН simulator", name=name, callback_url=callback_url)
+def create_app(*, name: str = "mtszn", callback_url: str = "http://127.0.0.1:8080/v1/inbound/mtszn", signer: SimSigner | None = None) -> FastAPI:
+    app, state, sender = simulator_app("МТСЗН simulator", name=name, callback_url=callback_url, signer=signer)
 
     async def _start(request: Request) -> tuple[dict[str, Any] | None, str, Response | None]:
         """Parse the body and take the request id; run the fault script and the duplicate check."""

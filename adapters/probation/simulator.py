@@ -6,11 +6,11 @@ import orjson
 from fastapi import FastAPI, Request, Response
 
 from adapters.probation.codec import RECEIVE_PATH
-from adapters.simulation import apply_faults, simulator_app
+from adapters.simulation import SimSigner, signed_response, apply_faults, simulator_app
 
 
-def create_app(*, name: str = "probation") -> FastAPI:
-    app, state, _ = simulator_app("Probation IS receiver (simulator)", name=name)
+def create_app(*, name: str = "probation", signer: SimSigner | None = None) -> FastAPI:
+    app, state, _ = simulator_app("Probation IS receiver (simulator)", name=name, signer=signer)
 
     @app.post(RECEIVE_PATH)
     async def receive(request: Request) -> Response:
@@ -26,6 +26,6 @@ def create_app(*, name: str = "probation") -> FastAPI:
         if message_id not in state.processed:
             state.received.append(doc)
         state.processed[message_id] = 1  # a repeat is acknowledged again, not recorded twice
-        return Response(orjson.dumps({"received": message_id}), status_code=200, media_type="application/json")
+        return signed_response(state, 200, orjson.dumps({"received": message_id}), "application/json")
 
     return app

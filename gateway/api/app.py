@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from gateway import __doc__ as summary
 from gateway.api import problems
+from gateway.api.auth import PUBLIC_PATHS, Authenticate
 from gateway.api.routes import deliveries, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
@@ -38,6 +39,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
         lifespan=lifespan,
     )
     problems.install(app)
+    app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     app.include_router(messages.router)
     app.include_router(inbound.router)
     app.include_router(deliveries.router)
@@ -45,5 +47,32 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(keys.router)
     app.include_router(ops.router)
     max_bytes = (settings or (container.settings if container else None) or Settings()).max_body_bytes
-    app.add_middleware(problems.BodyLimit, max_bytes=max_bytes)
+    app.add_middleware(Authenticate)
+    app.add_middleware(problems.BodyLimit, max_bytes=max_bytes)  # outermost: a huge body is refused unread
     return app
+
+
+def _openapi_with_security(app: FastAPI) -> dict:
+    """The schema, with how callers authenticate: RFC 9421 signatures (machines) or bearer tokens (people)."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    from fastapi.openapi.utils import get_openapi
+
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schema.setdefault("components", {})["securitySchemes"] = {
+        "httpSignature": {"type": "apiKey", "in": "header", "name": "Signature",
+                          "description": "RFC 9421 HTTP Message Signature (with Signature-Input and an RFC 9530 "
+                                         "Content-Digest) covering @method, @target-uri, content-digest, "
+                                         "content-type; created, expires, nonce, keyid (the key's RFC 7638 "
+                                         "thumbprint). The Probation IS and counterparts sign this way; ЦОН "
+                                         "signs its SOAP callbacks with an XML signature instead."},
+        "bearerToken": {"type": "http", "scheme": "bearer",
+                        "description": "admins and auditors: a token from `gateway clients add`"},
+    }
+    schema["security"] = [{"httpSignature": []}, {"bearerToken": []}]
+    for path, operations in schema.get("paths", {}).items():
+        if path in PUBLIC_PATHS:
+            for operation in operations.values():
+                operation["security"] = []
+    app.openapi_schema = schema
+    return schema

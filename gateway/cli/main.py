@@ -14,6 +14,7 @@ import typer
 from gateway.canonical.errors import ConfigError
 from gateway.cli.audit import audit_app
 from gateway.cli.keys import keys_app
+from gateway.cli.clients import clients_app
 from gateway.config import ROOT, Settings
 from gateway.sla.cli import sla_app
 
@@ -22,6 +23,7 @@ db_app = typer.Typer(help="Database schema", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
+app.add_typer(clients_app, name="clients")
 app.add_typer(sla_app, name="sla")
 mappings_app = typer.Typer(help="Mapping files (code tables, routing matrix, counterparts)", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")
@@ -107,7 +109,7 @@ def simulators(
         mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
     except ConfigError as exc:
         _fail(str(exc))
-    servers = simulator_servers(mappings, gateway_url=gateway_url)
+    servers = simulator_servers(mappings, gateway_url=gateway_url, counterparts_file=settings.counterparts_path)
     for label, _ in servers:
         typer.echo(f"simulator {label}", err=True)
     run(serve_all([s for _, s in servers]))

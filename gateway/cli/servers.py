@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
 import uvicorn
@@ -12,7 +13,9 @@ import adapters.health.simulator
 import adapters.mio.simulator
 import adapters.mtszn.simulator
 from adapters.probation.simulator import create_app as probation_app
-from gateway.mapping import Mappings
+from adapters.simulation import SimSigner
+from gateway.mapping import Instance, Mappings
+from security.parties import ensure_party_key
 
 T = TypeVar("T")
 SIMULATORS = {"con": adapters.con.simulator, "health": adapters.health.simulator, "mio": adapters.mio.simulator, "mtszn": adapters.mtszn.simulator}
@@ -34,21 +37,35 @@ def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvi
     return uvicorn.Server(config)
 
 
-def simulator_servers(mappings: Mappings, *, gateway_url: str) -> list[tuple[str, uvicorn.Server]]:
-    """One simulator per configured instance whose base_url is on this machine."""
+def sim_signer(inst: Instance, *, counterparts_file: Path) -> SimSigner | None:
+    """The simulator's key pair, created where the instance's first pinned certificate is expected."""
+    if not inst.keys:
+        return None
+    pinned = (counterparts_file.parent / inst.keys[0]).resolve()
+    if not pinned.name.endswith(".crt.pem"):
+        raise ValueError(f"{inst.name}: a simulator's pinned key must be named <name>.crt.pem, not {pinned.name}")
+    xml = inst.counterpart == "con"
+    key = ensure_party_key(pinned.parent, pinned.name.removesuffix(".crt.pem"),
+                           algorithm="ecdsa-p256" if xml else "ed25519")
+    return SimSigner(key, xml=xml)
+
+
+def simulator_servers(mappings: Mappings, *, gateway_url: str, counterparts_file: Path
+                      ) -> list[tuple[str, uvicorn.Server]]:
+    """One simulator per configured instance whose base_url is on this machine, signing with its own key."""
     factories = {
-        counterpart: (lambda name, m=module, cp=counterpart: m.create_app(
-            name=name, callback_url=f"{gateway_url}/v1/inbound/{cp}"))
+        counterpart: (lambda name, signer, m=module, cp=counterpart: m.create_app(
+            name=name, callback_url=f"{gateway_url}/v1/inbound/{cp}", signer=signer))
         for counterpart, module in SIMULATORS.items()
     }
-    factories["probation"] = lambda name: probation_app(name=name)
+    factories["probation"] = lambda name, signer: probation_app(name=name, signer=signer)
     servers = []
     for inst in mappings.counterparts.instances:
         host = inst.base_url.host or ""
         if inst.counterpart not in factories or host not in ("127.0.0.1", "localhost", "::1"):
             continue
-        servers.append((f"{inst.name} {inst.url}", server(factories[inst.counterpart](inst.name), host=host,
-                                                           port=inst.base_url.port or 80)))
+        app = factories[inst.counterpart](inst.name, sim_signer(inst, counterparts_file=counterparts_file))
+        servers.append((f"{inst.name} {inst.url}", server(app, host=host, port=inst.base_url.port or 80)))
     return servers
 
 

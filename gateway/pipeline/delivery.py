@@ -36,6 +36,7 @@ from gateway.pipeline.retry import (
     parse_retry_after,
 )
 from gateway.pipeline.transport import Transport
+from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
 from gateway.storage.store import ClaimedDelivery, Store
 
 log = logging.getLogger("gateway.delivery")
@@ -57,6 +58,7 @@ class _Attempt:
     request_bytes: int = 0
     response: WireResponse | None = None
     failure: DeliveryFailure | None = None
+    signer: str | None = None  # the pinned key that verified the response
     replies: tuple[AnyMessage, ...] = ()
     now: datetime | None = None
     state: str = ""
@@ -77,6 +79,7 @@ class DeliveryWorker:
         metrics: Metrics,
         settings: WorkerSettings = WorkerSettings(),
         signer: Signer | None = None,
+        verifier: CounterpartVerifier | None = None,
     ) -> None:
         self.store = store
         self.accepter = accepter
@@ -87,6 +90,7 @@ class DeliveryWorker:
         self.metrics = metrics
         self.settings = settings
         self.signer = signer
+        self.verifier = verifier
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
         self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
@@ -270,6 +274,16 @@ class DeliveryWorker:
             return attempt
         attempt.responded_at = self.clock()
         attempt.response = response
+        if 200 <= response.status < 300 and self.verifier is not None:
+            try:
+                # Only what verifies is decoded: for ЦОН, only the signed part of the envelope.
+                response, identity = await self.verifier.verify_response(instance, request=wire, response=response)
+                attempt.signer = identity.keyid
+            except CounterpartSignatureError as exc:
+                # The counterpart may have acted on the request, so a blind retry is wrong: dead-letter for a person.
+                attempt.failure = DeliveryFailure(f"response signature refused ({exc.reason}): {exc.detail}",
+                                                  retryable=False)
+                return attempt
         if 200 <= response.status < 300:
             try:
                 attempt.replies = tuple(

@@ -6,21 +6,26 @@ from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
+from gateway.access import Forbidden
 from gateway.canonical.errors import UnknownCounterpart, WireDecodeError
 from gateway.pipeline.accept import Accepted
 from gateway.pipeline.ports import DecodeContext, WireRequest
+from security.access import Principal
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Container
 
 
 async def receive_callback(
-    *, container: Container, counterpart: str, method: str, path: str,
+    *, container: Container, counterpart: str, caller: Principal, method: str, path: str,
     headers: tuple[tuple[str, str], ...], body: bytes,
 ) -> list[Accepted]:
     adapter = container.adapters.get(counterpart)
     if adapter is None or counterpart == "probation":
         raise UnknownCounterpart(f"no counterpart {counterpart!r} sends callbacks here")
+    inst = container.mappings.instance(caller.instance or "")
+    if inst is None or inst.counterpart != counterpart:
+        raise Forbidden(f"{caller.client_id} may not send {counterpart} callbacks")
     request = WireRequest(method, path, headers, body)
     try:
         messages = adapter.decode_callback(

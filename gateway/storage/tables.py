@@ -136,3 +136,17 @@ nonces = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 Index("ix_nonces_expires", nonces.c.expires_at)
+
+# Who may call the gateway: machine clients by their pinned key, people by a hashed token.
+clients = Table(
+    "clients",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("roles", String(200), nullable=False),  # space-separated: system admin auditor
+    Column("keyid", String(200), unique=True),  # RFC 7638 thumbprint of the pinned public key
+    Column("public_key", Text),  # PEM (or JWK JSON) as given to `gateway clients add`
+    Column("token_hash", String(64), unique=True),  # SHA-256 of the bearer token; the token itself is never kept
+    Column("description", Text),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("revoked_at", UTCDateTime),
+)

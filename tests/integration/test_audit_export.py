@@ -20,7 +20,7 @@ def test_events_export_holds_every_message_without_a_clear_iin(stack: Stack) -> 
     case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
     referral = samples.shelter_referral(case["case_id"])
     for message in (case, referral):
-        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+        assert stack.client.post(f"/v1/messages", json=message).status_code == 202
     # the referral, its acceptance and completion (from МИО), all stored
     wait_for(lambda: httpx.get(f"{stack.probation.url}/_sim/stats").json()["unique_messages"] >= 2,
              what="replies delivered")

@@ -47,13 +47,13 @@ def _referrals(samples: SampleCases, cases: list[dict[str, Any]], n: int) -> lis
     return [samples.shelter_referral(cases[i % len(cases)]["case_id"]) for i in range(n)]
 
 
-def _submit(urls: list[str], messages: list[dict[str, Any]], *, concurrency: int = 32) -> None:
+def _submit(urls: list[str], messages: list[dict[str, Any]], *, auth: httpx.Auth, concurrency: int = 32) -> None:
     """POST every message (to the URLs in turn) with bounded concurrency; each must get 202."""
 
     async def go() -> None:
         sem = asyncio.Semaphore(concurrency)
         limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        async with httpx.AsyncClient(timeout=30, limits=limits, auth=auth) as client:
 
             async def one(i: int, message: dict[str, Any]) -> None:
                 async with sem:
@@ -156,8 +156,8 @@ def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
 
     # First process: API only, so every accepted referral waits in the store.
     procs.append(stack.spawn_gateway(port, GATEWAY_WORKER="false", GATEWAY_WORKER_LEASE_S=LEASE_S))
-    _submit([stack.gateway_url], cases)
-    _submit([stack.gateway_url], referrals)
+    _submit([stack.gateway_url], cases, auth=stack.auth)
+    _submit([stack.gateway_url], referrals, auth=stack.auth)
     queued = _mio_rows(database_url)
     assert len(queued) == N_QUEUED and {r["message_id"] for r in queued} == ids
     assert Counter(r["state"] for r in queued) == {"pending": N_QUEUED}
@@ -209,7 +209,7 @@ def test_sigkill_with_1000_queued_loses_nothing_and_processes_each_once(
     others_retried = sum(1 for m, r in by_id.items() if r["attempts"] > 1 and m not in orphaned)
     others_repeated = sum(1 for m, t in stats["attempts"].items() if len(t) > 1 and m not in orphaned)
     # The API agrees for a sample.
-    with httpx.Client(base_url=stack.gateway_url, timeout=10) as client:
+    with httpx.Client(base_url=stack.gateway_url, timeout=10, auth=stack.auth) as client:
         for r in referrals[::97]:
             status = client.get(f"/v1/messages/{r['message_id']}").json()
             assert status["status"] == "delivered", status
@@ -247,8 +247,8 @@ def test_two_gateways_on_one_postgres_deliver_each_referral_exactly_once(
         # Part 1: cases known, referrals sent alternately to A and B while both deliver.
         cases = _kz35_cases(samples, 25)
         first = _referrals(samples, cases, half)
-        _submit(urls, cases)
-        _submit(urls, first)
+        _submit(urls, cases, auth=stack.auth)
+        _submit(urls, first, auth=stack.auth)
         part1 = wait_for(lambda: sum(n := _mio_delivered_per_process(urls)) == half and n, timeout=30,
                          interval=0.1, what="part 1 delivered")
 
@@ -256,12 +256,12 @@ def test_two_gateways_on_one_postgres_deliver_each_referral_exactly_once(
         # all at once, so both workers claim from the same rows (FOR UPDATE SKIP LOCKED).
         later_cases = _kz35_cases(samples, 25)
         second = _referrals(samples, later_cases, half)
-        _submit(urls, second)
+        _submit(urls, second, auth=stack.auth)
         waiting = {m["message_id"] for m in second}
         parked = Counter((r["state"], r["instance"]) for r in _delivery_rows(postgres_url)
                          if r["message_id"] in waiting)
         assert parked == {("parked", None): half}, parked
-        _submit(urls, later_cases)
+        _submit(urls, later_cases, auth=stack.auth)
         wait_for(lambda: sim_stats(stack.mio)["unique_messages"] == N_SHARED, timeout=30, interval=0.1,
                  what="all referrals at МИО")
         # Each referral also yields two replies for the Probation IS (accepted, then МИО's completion callback).

@@ -17,13 +17,13 @@ def _register_and_refer(stack: Stack, samples: SampleCases, *, region: str = "KZ
             break
     referral = samples.shelter_referral(case["case_id"])
     for message in (case, referral):
-        r = httpx.post(f"{stack.gateway_url}/v1/messages", json=message)
+        r = stack.client.post(f"/v1/messages", json=message)
         assert r.status_code == 202, r.text
     return case, referral
 
 
 def _status(stack: Stack, message_id: str) -> dict:
-    r = httpx.get(f"{stack.gateway_url}/v1/messages/{message_id}")
+    r = stack.client.get(f"/v1/messages/{message_id}")
     assert r.status_code == 200, r.text
     return r.json()
 
@@ -113,10 +113,10 @@ def test_referral_for_unknown_region_is_parked_then_routed_when_the_case_arrives
     samples = SampleCases(seed=5)
     case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
     referral = samples.shelter_referral(case["case_id"])
-    assert httpx.post(f"{stack.gateway_url}/v1/messages", json=referral).status_code == 202
+    assert stack.client.post(f"/v1/messages", json=referral).status_code == 202
     parked = wait_for(lambda: (s := _status(stack, referral["message_id"]))["status"] == "parked" and s)
     assert "not registered yet" in parked["deliveries"][0]["reason"]
-    assert httpx.post(f"{stack.gateway_url}/v1/messages", json=case).status_code == 202
+    assert stack.client.post(f"/v1/messages", json=case).status_code == 202
     wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", what="unparked")
 
 
@@ -130,7 +130,7 @@ def test_risk_detected_creates_the_matrix_referrals_linked_by_risk_id(stack: Sta
         "body": {"risk_id": "R-9", "domain": "housing", "level": "R3", "trigger": "homeless"},
     }
     for message in (case, risk, risk):  # the risk twice: the matrix must not create a second referral
-        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+        assert stack.client.post(f"/v1/messages", json=message).status_code == 202
 
     def probation_types() -> dict[str, dict]:
         got = httpx.get(f"{stack.probation.url}/_sim/received").json()
@@ -157,7 +157,7 @@ def test_risk_without_a_matrix_rule_creates_no_referral(stack: Stack) -> None:
         "body": {"risk_id": "R-10", "domain": "housing", "level": "R1", "trigger": "homeless"},
     }
     for message in (case, risk):
-        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+        assert stack.client.post(f"/v1/messages", json=message).status_code == 202
     status = _status(stack, risk["message_id"])
     assert status["status"] == "stored" and status["deliveries"] == []
 
@@ -194,20 +194,21 @@ def test_region_without_instance_is_parked_and_listed_for_administrators(stack: 
     case["body"]["region"] = "KZ-10"  # Abai region: no МИО instance configured in this stack
     referral = samples.shelter_referral(case["case_id"])
     for message in (case, referral):
-        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
-    listed = httpx.get(f"{stack.gateway_url}/v1/deliveries", params={"state": "parked"}).json()
+        assert stack.client.post(f"/v1/messages", json=message).status_code == 202
+    listed = stack.admin.get(f"/v1/deliveries", params={"state": "parked"}).json()
     (item,) = [i for i in listed["items"] if i["message_id"] == referral["message_id"]]
     assert item["counterpart"] == "mio" and item["instance"] is None
     assert item["reason"] == "no mio service instance serves region KZ-10"
     assert _status(stack, referral["message_id"])["status"] == "parked"
-    assert httpx.get(f"{stack.gateway_url}/v1/deliveries", params={"state": "bogus"}).status_code == 422
+    assert stack.admin.get(f"/v1/deliveries", params={"state": "bogus"}).status_code == 422
 
 
 def test_escalation_goes_to_the_regional_leadership_and_the_probation_is(stack: Stack) -> None:
     from adapters.mio.simulator import create_app as mio_app
     from tests.harness import ThreadServer
 
-    leadership = ThreadServer(mio_app(name="mio-kz-35-leadership")).start()
+    leadership = ThreadServer(mio_app(name="mio-kz-35-leadership",
+                                    signer=stack.sim_signer("mio-kz-35-leadership"))).start()
     stack.servers.append(leadership)
     write_counterparts(stack.counterparts, [
         {"name": "probation", "counterpart": "probation", "base_url": stack.probation.url},
@@ -224,7 +225,7 @@ def test_escalation_goes_to_the_regional_leadership_and_the_probation_is(stack: 
         "body": {"rule": "housing.placement", "deadline_at": case["occurred_at"], "reason": "48 h passed"},
     }
     for message in (case, escalation):
-        assert httpx.post(f"{stack.gateway_url}/v1/messages", json=message).status_code == 202
+        assert stack.client.post(f"/v1/messages", json=message).status_code == 202
     status = wait_for(lambda: (s := _status(stack, escalation["message_id"]))["status"] == "delivered" and s)
     assert sorted(d["instance"] for d in status["deliveries"]) == ["mio-kz-35-leadership", "probation"]
     got = httpx.get(f"{leadership.url}/_sim/received").json()
@@ -244,7 +245,7 @@ def test_technical_sla_from_hop_timestamps(stack: Stack) -> None:
         return sum(1 for m in got if m["type"] == "referral.completed") == 3
 
     wait_for(completed, what="three completions")
-    report = httpx.get(f"{stack.gateway_url}/v1/sla/technical").json()
+    report = stack.client.get(f"/v1/sla/technical").json()
     (mio,) = report["counterparts"]
     assert mio["counterpart"] == "mio" and mio["deliveries"] == 3 and mio["delivered"] == 3
     assert mio["attempts_per_delivery"] == 2.0 and mio["dead_letter_share"] == 0.0

@@ -6,6 +6,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from gateway.bootstrap import build
+from tests.harness import default_counterparts
 from gateway.canonical.messages import parse_message
 from gateway.config import Settings
 from gateway.pipeline.ports import derived_message_id
@@ -22,7 +23,8 @@ class Clock:
 
 async def test_deadline_passing_without_new_messages_escalates_once(tmp_path: Path) -> None:
     clock = Clock(datetime(2026, 3, 2, 6, 0, tzinfo=timezone.utc))
-    container = build(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}"), clock=clock)
+    container = build(Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'gw.db'}",
+                               counterparts_file=default_counterparts(tmp_path)), clock=clock)
     await container.start(run_worker=False)
     try:
         samples = SampleCases(seed=71, now=clock.now - timedelta(hours=1))

@@ -40,7 +40,7 @@ def test_logs_are_json_lines_without_personal_data(stack: Stack, tmp_path: Path)
         case = next(c[0] for c in iter(samples.case, None) if c[0]["body"]["region"] == "KZ-35")
         person = case["body"]["person"]
         referral = samples.shelter_referral(case["case_id"])
-        with httpx.Client(base_url=stack.gateway_url, timeout=10) as c:
+        with httpx.Client(base_url=stack.gateway_url, timeout=10, auth=stack.auth) as c:
             for message in (case, referral):
                 r = c.post("/v1/messages", json=message)
                 assert r.status_code == 202, r.text

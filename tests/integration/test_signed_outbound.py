@@ -46,11 +46,11 @@ def test_outbound_requests_are_signed_and_verify_independently(signed: Stack) ->
     documents = samples.shelter_referral(case["case_id"])
     documents["body"]["kind"] = "document.restore"
     for message in (case, shelter, documents):
-        assert httpx.post(f"{signed.gateway_url}/v1/messages", json=message).status_code == 202
+        assert signed.client.post(f"/v1/messages", json=message).status_code == 202
     wait_for(lambda: httpx.get(f"{signed.mio.url}/_sim/raw").json() and httpx.get(f"{signed.sims['con'].url}/_sim/raw").json(),
              what="both counterparts reached")
 
-    jwks = httpx.get(f"{signed.gateway_url}/v1/keys").json()["keys"]
+    jwks = signed.client.get(f"/v1/keys").json()["keys"]
     okp = next(k for k in jwks if k["kty"] == "OKP")
     xml_key = next(k for k in jwks if "x5c" in k)
 

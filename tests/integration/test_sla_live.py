@@ -20,7 +20,7 @@ ALMATY = timezone(timedelta(hours=5))
 
 
 def _post(stack: Stack, message: dict) -> None:
-    r = httpx.post(f"{stack.gateway_url}/v1/messages", json=message)
+    r = stack.client.post(f"/v1/messages", json=message)
     assert r.status_code == 202, r.text
 
 
@@ -49,7 +49,7 @@ def test_offline_report_on_the_events_export_equals_the_live_report(stack: Stack
     wait_for(lambda: sum(1 for m in httpx.get(f"{stack.probation.url}/_sim/received").json()
                          if m["type"] == "referral.completed") == 3, what="three shelter placements completed")
     as_of = (datetime.now(timezone.utc) + timedelta(seconds=2)).replace(microsecond=0).isoformat().replace("+00:00", "Z")
-    live = httpx.get(f"{stack.gateway_url}/v1/sla/report", params={"as_of": as_of})
+    live = stack.client.get(f"/v1/sla/report", params={"as_of": as_of})
     assert live.status_code == 200, live.text
     out = stack.tmp / "events.jsonl"
     export = subprocess.run([sys.executable, "-m", "gateway", "audit", "export", "--format", "events", "-o", str(out)],
@@ -71,7 +71,8 @@ def test_overdue_leg_raises_one_escalation_to_leadership_and_probation(stack: St
     from adapters.mio.simulator import create_app as mio_app
     from tests.harness import ThreadServer
 
-    leadership = ThreadServer(mio_app(name="mio-kz-35-leadership")).start()
+    leadership = ThreadServer(mio_app(name="mio-kz-35-leadership",
+                                    signer=stack.sim_signer("mio-kz-35-leadership"))).start()
     stack.servers.append(leadership)
     write_counterparts(stack.counterparts, [
         {"name": "probation", "counterpart": "probation", "base_url": stack.probation.url},
@@ -98,13 +99,13 @@ def test_overdue_leg_raises_one_escalation_to_leadership_and_probation(stack: St
     time.sleep(1.0)  # five more passes of the scheduler: still one escalation per leg
     assert len(escalations()) == 1
     assert [m["rule"] for m in httpx.get(f"{leadership.url}/_sim/received").json()].count("legal.first_action") == 1
-    breaches = httpx.get(f"{stack.gateway_url}/v1/sla/breaches").json()
+    breaches = stack.client.get(f"/v1/sla/breaches").json()
     assert {(leg["rule"], leg["status"]) for leg in breaches["legs"]} >= {("legal.first_action", "overdue")}
-    legs = httpx.get(f"{stack.gateway_url}/v1/sla/cases/{case['case_id']}").json()
+    legs = stack.client.get(f"/v1/sla/cases/{case['case_id']}").json()
     assert {leg["rule"] for leg in legs["legs"]} >= {"ipr", "legal.first_action", "medical.routing"}
     assert [m["type"] for m in legs["timeline"]][:2] == ["case.registered", "risk.detected"]
-    assert httpx.get(f"{stack.gateway_url}/v1/sla/cases/nope").status_code == 404
-    text = httpx.get(f"{stack.gateway_url}/v1/sla/report", params={"rule": "legal.first_action"},
+    assert stack.client.get(f"/v1/sla/cases/nope").status_code == 404
+    text = stack.client.get(f"/v1/sla/report", params={"rule": "legal.first_action"},
                      headers={"accept": "text/csv"}).text
     rows = list(csv.DictReader(io.StringIO(text)))
     assert rows and {r["rule"] for r in rows} == {"legal.first_action"} and rows[0]["status"] == "overdue"
@@ -125,7 +126,8 @@ def test_demo_run_export_recomputes_to_the_live_report(tmp_path) -> None:  # noq
     counterparts = write_counterparts(tmp_path / "counterparts.yaml", instances)
     port = free_port()
     env = dict(os.environ, GATEWAY_DATABASE_URL=f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
-               GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port}")
+               GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port}",
+               GATEWAY_KEYS_DIR=str(tmp_path / "demo-keys"))
     demo = subprocess.run([sys.executable, "-m", "gateway", "demo", "--duration", "6", "--rate", "4",
                            "--port", str(port)], env=env, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert demo.returncode == 0, demo.stderr[-2000:]
@@ -142,7 +144,11 @@ def test_demo_run_export_recomputes_to_the_live_report(tmp_path) -> None:  # noq
                               env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_ready(f"http://127.0.0.1:{port}", proc=server)
-        live = httpx.get(f"http://127.0.0.1:{port}/v1/sla/report", params={"as_of": as_of}, timeout=30)
+        # the demo printed where its credentials are: its auditor reads the report
+        credentials = json.loads((tmp_path / "demo-keys" / "clients" / "demo-credentials.json").read_text())
+        assert f"credentials      {tmp_path / 'demo-keys' / 'clients' / 'demo-credentials.json'}" in demo.stderr
+        live = httpx.get(f"http://127.0.0.1:{port}/v1/sla/report", params={"as_of": as_of}, timeout=30,
+                         headers={"Authorization": f"Bearer {credentials['auditor_token']}"})
     finally:
         server.kill()
         server.wait()

@@ -6,10 +6,12 @@ from typing import Literal
 
 from fastapi import APIRouter, Query
 
+from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
 from gateway.pipeline.status import DeliveryList, list_deliveries
 
-router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"])
+router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"], dependencies=[require("admin", "auditor")],
+                   responses=AUTH_PROBLEMS)
 
 
 @router.get("", response_model=DeliveryList)

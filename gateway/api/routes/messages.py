@@ -8,12 +8,13 @@ from typing import Annotated
 import orjson
 from fastapi import APIRouter, Body, Request, Response
 
+from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
 from gateway.api.schemas import AcceptedResponse, MessageStatus, Problem
 from gateway.canonical.messages import CanonicalMessage
 from gateway.pipeline.status import message_status
 
-router = APIRouter(prefix="/v1/messages", tags=["messages"])
+router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=AUTH_PROBLEMS)
 PROBLEMS = {
     400: {"model": Problem, "description": "Malformed JSON"},
     413: {"model": Problem, "description": "Body too large"},
@@ -21,7 +22,8 @@ PROBLEMS = {
 }
 
 
-@router.post("", status_code=202, response_model=AcceptedResponse, responses=PROBLEMS)
+@router.post("", status_code=202, response_model=AcceptedResponse, responses=PROBLEMS,
+             dependencies=[require("system")])
 async def submit(message: Annotated[CanonicalMessage, Body()], request: Request, c: ContainerDep) -> Response:
     """Store and queue a canonical message; the same message sent again gets the same answer."""
     size = int(request.headers.get("content-length") or 0)
@@ -30,7 +32,8 @@ async def submit(message: Annotated[CanonicalMessage, Body()], request: Request,
                     headers={"Location": result.response["status_url"]})
 
 
-@router.get("/{message_id}", response_model=MessageStatus, responses={404: {"model": Problem}})
+@router.get("/{message_id}", response_model=MessageStatus, responses={404: {"model": Problem}},
+            dependencies=[require("system", "auditor", "admin")])
 async def status(message_id: uuid.UUID, c: ContainerDep) -> MessageStatus:
     """Status of a message and the timeline of every hop it made."""
     return await message_status(store=c.store, message_id=str(message_id))

@@ -8,12 +8,14 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime
 
+from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
 from gateway.canonical.errors import NotFound
 from gateway.pipeline.technical import TechnicalReport, technical_report
 from gateway.sla.live import live_report
 
-router = APIRouter(prefix="/v1/sla", tags=["sla"])
+router = APIRouter(prefix="/v1/sla", tags=["sla"], dependencies=[require("system", "auditor", "admin")],
+                   responses=AUTH_PROBLEMS)
 REPORT_DOC = {"200": {"content": {"application/json": {}, "text/csv": {}},
                       "description": "BRIEF 5 report (JSON), or its legs as CSV with `Accept: text/csv`"}}
 

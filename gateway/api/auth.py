@@ -1,0 +1,102 @@
+"""Authentication before any route runs, and the role each route declares."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from fastapi import Depends, Request
+
+from gateway.access import Forbidden, Unauthenticated
+from gateway.api.problems import problem
+from gateway.api.schemas import Problem
+from gateway.canonical.errors import PayloadTooLarge
+from security.access import Principal
+
+# Readable without credentials: health for load balancers, metrics for the scraper, the gateway's public
+# keys (so peers can verify it), and the API description.
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/keys", "/docs", "/docs/oauth2-redirect",
+                          "/redoc", "/openapi.json"})
+AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Not signed, signature or token not valid, replayed, key revoked"},
+    403: {"model": Problem, "description": "The caller's role does not allow this endpoint"},
+}
+CHALLENGE = 'Signature realm="probation-gateway", Bearer realm="probation-gateway"'
+
+
+class Authenticate:
+    """Pure ASGI: reads the body once, verifies it, and hands the route the principal and the verified body."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+            return await self.app(scope, receive, send)
+        container = scope["app"].state.container
+        chunks: list[bytes] = []
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client went away
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+        except PayloadTooLarge as exc:
+            response = problem(413, exc.slug, exc.title, exc.detail, instance=scope["path"])
+            return await response(scope, receive, send)
+        body = b"".join(chunks)
+        headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
+        state = scope.setdefault("state", {})
+        state["body_sha256"] = hashlib.sha256(body).hexdigest()
+        try:
+            authenticated = await container.authenticator.authenticate(
+                method=scope["method"], path=scope["path"], query=scope["query_string"].decode("latin-1"),
+                headers=headers, body=body)
+        except Unauthenticated as exc:
+            await container.security_events.refused(client=exc.client, reason=exc.slug, method=scope["method"],
+                                                    path=scope["path"], body=body, status=401)
+            metrics = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                metrics.refused.labels(exc.slug).inc()
+            response = problem(401, exc.slug, exc.title, exc.detail, instance=scope["path"])
+            response.headers["WWW-Authenticate"] = CHALLENGE
+            return await response(scope, receive, send)
+        state["principal"] = authenticated.principal
+        state["verified_body"] = authenticated.body
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
+
+
+def principal_of(request: Request) -> Principal:
+    principal = request.scope.get("state", {}).get("principal")
+    if principal is None:
+        raise Unauthenticated("missing-signature", "this endpoint needs a signed request or a bearer token")
+    return principal
+
+
+def require(*roles: str) -> Any:
+    """A dependency admitting only callers with one of `roles`; the refusal is a security event."""
+    allowed = frozenset(roles)
+
+    async def check(request: Request) -> Principal:
+        principal = principal_of(request)
+        if not principal.has_any(allowed):
+            container = request.app.state.container
+            await container.security_events.refused(
+                client=principal.client_id, reason="forbidden", method=request.method, path=request.url.path,
+                body_sha256=request.scope.get("state", {}).get("body_sha256"), status=403)
+            raise Forbidden(f"{principal.client_id} may not call this endpoint (needs: {', '.join(sorted(allowed))})")
+        return principal
+
+    check.roles = allowed  # type: ignore[attr-defined]  # read by the test that every route declares roles
+    return Depends(check)
