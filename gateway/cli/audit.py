@@ -9,19 +9,24 @@ from pathlib import Path
 
 import typer
 
+from gateway.cli.audit_verify import export_log, verify
 from gateway.config import Settings
 
-audit_app = typer.Typer(help="Exports for auditors", no_args_is_help=True)
+audit_app = typer.Typer(help="The exchange log for auditors: export, verify", no_args_is_help=True)
+audit_app.command("verify")(verify)
 
 
 class ExportFormat(str, Enum):
     events = "events"
+    chain = "chain"
 
 
 @audit_app.command("export")
 def export(
     format: ExportFormat = typer.Option(ExportFormat.events, "--format",
-                                        help="events: canonical messages with received_at, JSON lines"),
+                                        help="events: canonical messages with received_at, JSON lines; "
+                                             "chain: the exchange log with hashes and checkpoints, for "
+                                             "`gateway audit verify --file`"),
     output: Path = typer.Option(None, "--output", "-o", help="file to write (default: stdout)"),
     until: datetime = typer.Option(None, help="only messages received up to this time (RFC 3339)"),
     database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://..."),
@@ -32,6 +37,12 @@ def export(
     from gateway.storage.db import create_engines
     from gateway.storage.store import Store
 
+    if format is ExportFormat.chain:
+        if until is not None:
+            typer.echo("--until applies to the events format only: the chain is exported whole", err=True)
+            raise typer.Exit(2)
+        export_log(output=output, database_url=database_url, progress=False)
+        return
     settings = Settings(**({"database_url": database_url} if database_url else {}))
     if until is not None and until.tzinfo is None:
         typer.echo("--until needs an explicit offset (e.g. 2026-03-02T09:15:00+05:00)", err=True)

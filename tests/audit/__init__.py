@@ -1,0 +1,1 @@
+"""The tamper-evident exchange log: chain, checkpoints, verification, personal-data crypto."""
