@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Callable, Sequence
 from urllib.parse import urlsplit
 
 
@@ -30,8 +30,16 @@ async def _read_response(reader: asyncio.StreamReader) -> int:
     return status
 
 
-async def post_all(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int) -> Result:
-    """POST every body over `concurrency` keep-alive connections; returns per-request timings."""
+Signer = Callable[[str, bytes], list[tuple[str, str]]]  # (target URI, body) -> extra header lines
+
+
+async def post_all(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
+                   sign: Signer | None = None) -> Result:
+    """POST every body over `concurrency` keep-alive connections; returns per-request timings.
+
+    With `sign`, each request carries the headers it returns (signed just before it is sent, as a real client
+    does, so the client's signing time is inside the measured window).
+    """
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     result = Result(sent_at=[0.0] * len(bodies), latency=[0.0] * len(bodies))
@@ -45,9 +53,10 @@ async def post_all(url: str, path: str, bodies: Sequence[bytes], *, concurrency:
                 i = next_index
                 next_index += 1
                 body = bodies[i]
+                extra = "".join(f"{k}: {v}\r\n" for k, v in sign(url + path, body)) if sign else ""
                 request = (
                     f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-                    f"Content-Length: {len(body)}\r\n\r\n"
+                    f"Content-Length: {len(body)}\r\n{extra}\r\n"
                 ).encode() + body
                 result.sent_at[i] = time.time()
                 t0 = time.perf_counter()

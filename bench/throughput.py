@@ -1,6 +1,11 @@
 """Gateway-mediated delivery vs direct calls to the same МИО simulator, measured in one run.
 
 Usage: .venv/bin/python -m bench.throughput [--messages 5000] [--concurrency 32] [--latency-messages 300]
+       [--signed | --compare-signing]
+
+Unsigned runs are the security-off baseline (GATEWAY_INSECURE_NO_AUTH, unsigned simulators); signed runs are
+the production setup: the client signs (RFC 9421), the gateway verifies it, signs what it sends, and verifies
+every response and callback against the simulators' pinned keys.
 """
 
 from __future__ import annotations
@@ -34,10 +39,15 @@ def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen:
                             stderr=open(log, "ab"))
 
 
-def _sim_cmd(factory: str, port: int, **kwargs: str) -> list[str]:
+def _sim_cmd(factory: str, port: int, *, keys: Path | None = None, **kwargs: str) -> list[str]:
     call = ", ".join(f"{k}={v!r}" for k, v in kwargs.items())
+    signer = "None"
+    if keys is not None:  # the simulator signs with its key pair, made beside the counterparts file
+        signer = (f"__import__('adapters.simulation').simulation.SimSigner(__import__('security.parties')"
+                  f".parties.ensure_party_key(__import__('pathlib').Path({str(keys)!r}), {kwargs['name']!r}))")
     code = (f"import uvicorn; from {factory.rsplit('.', 1)[0]} import {factory.rsplit('.', 1)[1]} as f; "
-            f"uvicorn.run(f({call}), host='127.0.0.1', port={port}, log_level='warning', access_log=False)")
+            f"uvicorn.run(f({call}, signer={signer}), host='127.0.0.1', port={port}, log_level='warning', "
+            f"access_log=False)")
     return ["-c", code]
 
 
@@ -101,27 +111,60 @@ def _arrivals(url: str, messages: list[dict], sent_at: list[float]) -> list[floa
     return [attempts[m["message_id"]][0] - t for m, t in zip(messages, sent_at)]
 
 
+def _system_client(tmp: Path, database_url: str):  # noqa: ANN202
+    """Register the bench's Probation IS client on the store and return a function signing its requests."""
+    from gateway.pipeline.ports import WireRequest
+    from security.parties import ensure_party_key
+    from tests.harness import provision_clients
+
+    key = ensure_party_key(tmp / "client-keys", "bench-probation-is")
+    if database_url.startswith("postgresql"):
+        from tests.conftest import _reset_postgres
+
+        _reset_postgres(database_url)
+    provision_clients(database_url, system_key=key)
+    signer = key.http_signer()
+
+    def sign(target_uri: str, body: bytes) -> list[tuple[str, str]]:
+        wire = WireRequest("POST", "", (("content-type", "application/json"),), body)
+        return [(k, v) for k, v in signer.sign_request(wire, target_uri=target_uri).headers
+                if k.lower() != "content-type"]
+
+    return sign
+
+
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     gw_port, mio_port, prob_port = free_port(), free_port(), free_port()
     gw_url, mio_url, prob_url = (f"http://127.0.0.1:{p}" for p in (gw_port, mio_port, prob_port))
+    peer_keys = tmp / "peer-keys" if args.signed else None
+    unsigned = {} if args.signed else {"keys": [], "require_signatures": False}
     counterparts = write_counterparts(tmp / "counterparts.yaml", [
-        {"name": "probation", "counterpart": "probation", "base_url": prob_url},
-        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": mio_url},
+        {"name": "probation", "counterpart": "probation", "base_url": prob_url, **unsigned},
+        {"name": "mio-kz-35", "counterpart": "mio", "regions": ["KZ-35"], "base_url": mio_url, **unsigned},
     ])
     env = dict(os.environ, GATEWAY_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{tmp / 'gw.db'}",
                GATEWAY_COUNTERPARTS_FILE=str(counterparts), GATEWAY_LOG_LEVEL="WARNING",
                GATEWAY_PUBLIC_URL=gw_url)
     env.pop("GATEWAY_KEY_PASSPHRASE", None)
+    sign = None
     if args.signed:
         from security.keys import KeyStore
 
         KeyStore(tmp / "keys", passphrase="bench").generate(channel="json")
         env.update(GATEWAY_KEYS_DIR=str(tmp / "keys"), GATEWAY_KEY_PASSPHRASE="bench")
+        sign = _system_client(tmp, env["GATEWAY_DATABASE_URL"])
+        from security.parties import ensure_party_key
+
+        for name in ("mio-kz-35", "probation"):  # before the gateway starts: it reads the pinned certificates
+            ensure_party_key(peer_keys, name)
+    else:
+        env.update(GATEWAY_INSECURE_NO_AUTH="true")
     procs = [
-        _spawn(_sim_cmd("adapters.mio.simulator.create_app", mio_port, name="mio-kz-35",
+        _spawn(_sim_cmd("adapters.mio.simulator.create_app", mio_port, keys=peer_keys, name="mio-kz-35",
                         callback_url=f"{gw_url}/v1/inbound/mio"), env, tmp / "mio.log"),
-        _spawn(_sim_cmd("adapters.probation.simulator.create_app", prob_port), env, tmp / "probation.log"),
+        _spawn(_sim_cmd("adapters.probation.simulator.create_app", prob_port, keys=peer_keys, name="probation"),
+               env, tmp / "probation.log"),
         _spawn(["-m", "gateway", "serve", "--port", str(gw_port)], env, tmp / "gateway.log"),
     ]
     try:
@@ -134,7 +177,8 @@ def run(args: argparse.Namespace) -> dict:
             c = samples.case()[0]
             c["body"]["region"] = "KZ-35"
             cases.append(c)
-        reg = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(c) for c in cases], concurrency=4))
+        reg = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(c) for c in cases], concurrency=4,
+                                   sign=sign))
         assert reg.statuses == {202: len(cases)}, reg.statuses
         case_ids = [c["case_id"] for c in cases]
         out: dict = {"messages": args.messages, "concurrency": args.concurrency,
@@ -147,7 +191,8 @@ def run(args: argparse.Namespace) -> dict:
         direct_arrival = _arrivals(mio_url, lat_direct, d.sent_at)
         _reset(mio_url)
         lat_via = _referrals(samples, case_ids, args.latency_messages)
-        g = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(m) for m in lat_via], concurrency=1))
+        g = asyncio.run(post_all(gw_url, "/v1/messages", [orjson.dumps(m) for m in lat_via], concurrency=1,
+                                 sign=sign))
         assert g.statuses == {202: len(lat_via)}, g.statuses
         _wait_unique(mio_url, len(lat_via))
         via_arrival = _arrivals(mio_url, lat_via, g.sent_at)
@@ -163,7 +208,7 @@ def run(args: argparse.Namespace) -> dict:
         via = _referrals(samples, case_ids, args.messages)
         bodies = [orjson.dumps(m) for m in via]
         t0 = time.time()
-        g = asyncio.run(post_all(gw_url, "/v1/messages", bodies, concurrency=args.concurrency))
+        g = asyncio.run(post_all(gw_url, "/v1/messages", bodies, concurrency=args.concurrency, sign=sign))
         assert g.statuses == {202: len(via)}, g.statuses
         last = _wait_unique(mio_url, len(via))
         stats = _stats(mio_url)
@@ -181,11 +226,14 @@ def run(args: argparse.Namespace) -> dict:
         port2 = free_port()
         env2 = dict(env, GATEWAY_DATABASE_URL=args.database_url or f"sqlite+aiosqlite:///{tmp / 'accept.db'}",
                     GATEWAY_WORKER="false", GATEWAY_PUBLIC_URL=f"http://127.0.0.1:{port2}")
+        sign2 = sign
+        if args.signed and env2["GATEWAY_DATABASE_URL"] != env["GATEWAY_DATABASE_URL"]:
+            sign2 = _system_client(tmp, env2["GATEWAY_DATABASE_URL"])
         procs.append(_spawn(["-m", "gateway", "serve", "--port", str(port2)], env2, tmp / "gateway2.log"))
         wait_ready(f"http://127.0.0.1:{port2}")
         a = asyncio.run(post_all(f"http://127.0.0.1:{port2}", "/v1/messages",
                                  [orjson.dumps(m) for m in _referrals(samples, case_ids, args.messages)],
-                                 concurrency=args.concurrency))
+                                 concurrency=args.concurrency, sign=sign2))
         assert a.statuses == {202: args.messages}, a.statuses
         out["accept_only"] = {"accepted_msgs_per_s": args.messages / a.elapsed,
                               "accept_p50_ms": percentile(a.latency, 50) * 1000,
@@ -217,8 +265,10 @@ def main() -> None:
     plain = run(argparse.Namespace(**{**vars(args), "signed": False}))
     signed = run(argparse.Namespace(**{**vars(args), "signed": True}))
     key = "gateway_delivered_msgs_per_s"
-    print(json.dumps({"unsigned": plain, "signed": signed, "signing_cost_share":
-                      1 - signed["throughput"][key] / plain["throughput"][key]}, indent=2))
+    print(json.dumps({"unsigned": plain, "signed": signed,
+                      "signing_cost_share": 1 - signed["throughput"][key] / plain["throughput"][key],
+                      "accept_cost_share": 1 - signed["accept_only"]["accepted_msgs_per_s"]
+                      / plain["accept_only"]["accepted_msgs_per_s"]}, indent=2))
 
 
 if __name__ == "__main__":

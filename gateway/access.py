@@ -103,12 +103,13 @@ class Authenticator:
     """Identity only from a verified RFC 9421 signature, XML signature or bearer token; never from a header."""
 
     def __init__(self, *, directory: ClientDirectory, counterparts: CounterpartVerifier, mappings: Mappings,
-                 nonces: NonceStore, clock: Clock, base_url: str) -> None:
+                 nonces: NonceStore, clock: Clock, base_url: str, insecure_no_auth: bool = False) -> None:
         self.directory = directory
         self.counterparts = counterparts
         self.mappings = mappings
         self.clock = clock
         self.base_url = base_url.rstrip("/")
+        self.insecure_no_auth = insecure_no_auth
         self._clients_verifier = HttpVerifier(resolve_key=self._client_key, nonces=nonces, clock=clock)
         self._resolved: dict[str, _Client] = {}
 
@@ -138,6 +139,8 @@ class Authenticator:
             if legacy:  # a configured exception, logged as unverified in the exchange log
                 return Authenticated(Principal(f"counterpart:{legacy[0].name}", frozenset({"counterpart"}),
                                                "unsigned-legacy", instance=legacy[0].name), body)
+        if self.insecure_no_auth:  # the benchmark's security-off baseline (loopback only, see bootstrap)
+            return Authenticated(Principal("insecure-no-auth", frozenset({"system"}), "none"), body)
         raise Unauthenticated("missing-signature", "sign the request (RFC 9421) or send a bearer token")
 
     async def _signed(self, method: str, target_uri: str, headers: tuple[tuple[str, str], ...], body: bytes,

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import time
 from dataclasses import dataclass
+from datetime import timedelta
 
 from adapters.con.codec import ConAdapter
 from adapters.health.codec import HealthAdapter
@@ -11,7 +15,9 @@ from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
 from gateway.access import Authenticator, ClientDirectory, SecurityEvents
+from gateway.canonical.errors import ConfigError
 from gateway.config import Settings
+from gateway.documents import DocumentService
 from gateway.mapping import Mappings, load_mappings, load_pins
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepted, Accepter
@@ -24,9 +30,11 @@ from gateway.sla.policy import SlaConfig, load_sla_config
 from gateway.pipeline.verify import CounterpartVerifier
 from gateway.storage.clients import ClientStore
 from gateway.storage.db import Engines, create_engines, migrate
+from gateway.storage.idempotency import IdempotencyStore
 from gateway.storage.nonces import SqlNonceStore
 from gateway.storage.store import Store
 from security.keys import KeyStore
+from security.pii import PiiCipher, generate_key
 from security.outbound import signer_from_store
 
 log = logging.getLogger("gateway")
@@ -54,6 +62,8 @@ class Container:
     clients: ClientStore
     authenticator: Authenticator
     security_events: SecurityEvents
+    documents: DocumentService
+    idempotency: IdempotencyStore
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -63,8 +73,10 @@ class Container:
             self.worker.start()
             self.accepter.dispatcher = self.worker
             self.escalations.start()
+            self.documents.start()
 
     async def stop(self) -> None:
+        await self.documents.stop()
         await self.escalations.stop()
         self.accepter.dispatcher = None
         if self.worker._main is not None:
@@ -126,10 +138,20 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     escalations = EscalationScheduler(store=store, accepter=accepter, config=sla, clock=clock,
                                       interval_s=settings.sla_check_interval_s)
     clients = ClientStore(store)
+    if settings.insecure_no_auth:
+        if settings.host not in ("127.0.0.1", "::1", "localhost"):
+            raise ConfigError("GATEWAY_INSECURE_NO_AUTH is for benchmarks on loopback only")
+        log.warning("INSECURE: unsigned calls are accepted as the system client (GATEWAY_INSECURE_NO_AUTH)")
     authenticator = Authenticator(directory=ClientDirectory(clients), counterparts=verifier, mappings=mappings,
-                                  nonces=nonces, clock=clock, base_url=settings.base_url)
+                                  nonces=nonces, clock=clock, base_url=settings.base_url,
+                                  insecure_no_auth=settings.insecure_no_auth)
+    events = SecurityEvents(store=store, clock=clock)
+    documents = DocumentService(store=store, mappings=mappings, adapters=adapters, transport=transport, signer=signer,
+                                verifier=verifier, accepter=accepter, cipher=open_pii(settings), clock=clock,
+                                metrics=metrics, events=events, lease_s=settings.document_lease_s)
     return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
-                     sla, escalations, keys, clients, authenticator, SecurityEvents(store=store, clock=clock))
+                     sla, escalations, keys, clients, authenticator, events, documents,
+                     IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)))
 
 
 def open_keys(settings: Settings) -> KeyStore | None:
@@ -137,3 +159,30 @@ def open_keys(settings: Settings) -> KeyStore | None:
     if settings.key_passphrase is None:
         return None
     return KeyStore(settings.keys_dir, passphrase=settings.key_passphrase.get_secret_value())
+
+
+def open_pii(settings: Settings) -> PiiCipher:
+    """The personal-data cipher: from settings, or (development) from a key file made on first start."""
+    if settings.pii_keys is not None and settings.pii_hash_key is not None:
+        return PiiCipher.from_config(settings.pii_keys.get_secret_value(),
+                                     hash_key=settings.pii_hash_key.get_secret_value())
+    path = settings.pii_keys_file
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"keys": f"k1:{generate_key()}", "hash_key": generate_key()}
+        try:  # O_EXCL: two processes starting at once must end up with one key file
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            pass
+        else:
+            with os.fdopen(fd, "w") as fh:
+                json.dump(doc, fh)
+            log.warning("personal-data keys created in %s: set GATEWAY_PII_KEYS and GATEWAY_PII_HASH_KEY "
+                        "in production", path)
+    for _ in range(50):  # another process may be between creating and writing the file
+        try:
+            doc = json.loads(path.read_text())
+            break
+        except (json.JSONDecodeError, FileNotFoundError):
+            time.sleep(0.02)
+    return PiiCipher.from_config(doc["keys"], hash_key=doc["hash_key"])

@@ -30,6 +30,16 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     keys_dir: Path = ROOT / "var" / "keys"
     key_passphrase: SecretStr | None = Field(None, description="decrypts the signing keys in keys_dir")
+    pii_keys: SecretStr | None = Field(None, description="personal-data encryption keys `kid:base64,...` "
+                                       "(first active); unset: made once in pii_keys_file")
+    pii_hash_key: SecretStr | None = Field(None, description="base64 key of the IIN search hash (never rotated)")
+    pii_keys_file: Path = Field(ROOT / "var" / "pii-keys.json",
+                                description="development fallback for pii_keys/pii_hash_key, created mode 0600")
+    document_lease_s: float = Field(60.0, gt=0, description="an upstream document call unfinished after this "
+                                                            "is taken over by another process")
+    idempotency_ttl_s: float = Field(86400.0, ge=86400, description="how long an Idempotency-Key's response is kept")
+    insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
+                                                      "client; refused unless the gateway listens on loopback")
 
     @property
     def counterparts_path(self) -> Path:

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
 
 from gateway.canonical.errors import ConfigError, WireDecodeError
-from gateway.canonical.messages import Domain, ReferralKind, RiskLevel
+from gateway.canonical.messages import Domain, RecordKind, ReferralKind, RiskLevel
 from security.parties import PinError, PinnedKey, load_pin
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
@@ -168,12 +168,31 @@ class RoutingMatrixFile(_Strict):
         return kinds
 
 
+LOOKUP_COUNTERPARTS = ("con", "health", "mtszn")
+
+
+class DocumentKind(_Strict):
+    """One kind of record the Probation IS may request: who keeps it, how long a copy stays valid, who reads it."""
+
+    counterpart: Literal["con", "health", "mtszn"]
+    validity_s: float = Field(gt=0, le=31 * 86400, description="a stored copy is served without asking for this long")
+    readers: tuple[Literal["system", "auditor"], ...] = Field(
+        ("system",), min_length=1, description="roles allowed to receive this kind of record")
+    description: str = ""
+
+
+class DocumentKindsFile(_Strict):
+    version: int = Field(ge=1)
+    records: dict[RecordKind, DocumentKind]
+
+
 class Mappings(_Strict):
     """Every mapping file, loaded and checked together."""
 
     kinds: ReferralKindsFile
     counterparts: CounterpartsFile
     matrix: RoutingMatrixFile
+    documents: DocumentKindsFile
     codes: dict[str, CodeTable] = Field(default_factory=dict)
 
     def instance(self, name: str) -> Instance | None:
@@ -190,6 +209,7 @@ _FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "kinds": ("referral-kinds.yaml", ReferralKindsFile),
     "counterparts": ("counterparts.yaml", CounterpartsFile),
     "matrix": ("routing-matrix.yaml", RoutingMatrixFile),
+    "documents": ("document-requests.yaml", DocumentKindsFile),
 }
 
 

@@ -35,6 +35,17 @@ class Metrics:
                                   ["instance"], registry=r)
         self.in_flight = Gauge("gateway_deliveries_in_flight", "Deliveries being attempted by this process",
                                registry=r)
+        self.document_requests = Counter("gateway_document_requests", "Document requests by how they were served "
+                                         "(hit: a valid stored copy; miss: a new upstream call; coalesced: joined "
+                                         "one in flight)", ["record_kind", "outcome"], registry=r)
+        self.document_upstream = Counter("gateway_document_upstream_calls", "Upstream record lookups, each attempt",
+                                         ["record_kind", "instance", "result"], registry=r)
+        self.document_waiters = Counter("gateway_document_coalesced_waiters",
+                                        "Requests that waited on another request's upstream call", ["record_kind"],
+                                        registry=r)
+        self.document_hit_ratio = Gauge("gateway_document_hit_ratio",
+                                        "Share of this process's document requests served from a stored copy",
+                                        registry=r)
 
 
 # Twelve digits in a row look like an IIN: mask them even if a message slips into a log line.

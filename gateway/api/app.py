@@ -10,7 +10,8 @@ from fastapi import FastAPI
 from gateway import __doc__ as summary
 from gateway.api import problems
 from gateway.api.auth import PUBLIC_PATHS, Authenticate
-from gateway.api.routes import deliveries, inbound, keys, messages, ops, sla
+from gateway.api.idempotency import Idempotency
+from gateway.api.routes import deliveries, documents, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
 
@@ -41,12 +42,14 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     problems.install(app)
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     app.include_router(messages.router)
+    app.include_router(documents.router)
     app.include_router(inbound.router)
     app.include_router(deliveries.router)
     app.include_router(sla.router)
     app.include_router(keys.router)
     app.include_router(ops.router)
     max_bytes = (settings or (container.settings if container else None) or Settings()).max_body_bytes
+    app.add_middleware(Idempotency)  # inside Authenticate: keys belong to the verified client
     app.add_middleware(Authenticate)
     app.add_middleware(problems.BodyLimit, max_bytes=max_bytes)  # outermost: a huge body is refused unread
     return app

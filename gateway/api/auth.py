@@ -74,7 +74,18 @@ class Authenticate:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()
 
-        await self.app(scope, replay, send)
+        principal = authenticated.principal
+
+        async def send_after_recording(message: dict) -> None:
+            # Every 403 is a security event, wherever the app decided it: a role the route does not admit
+            # (require) or a counterpart speaking for another one (the inbound pipeline).
+            if message["type"] == "http.response.start" and message["status"] == 403:
+                await container.security_events.refused(client=principal.client_id, reason="forbidden",
+                                                        method=scope["method"], path=scope["path"], body=body,
+                                                        status=403)
+            await send(message)
+
+        await self.app(scope, replay, send_after_recording)
 
 
 def principal_of(request: Request) -> Principal:
@@ -85,16 +96,12 @@ def principal_of(request: Request) -> Principal:
 
 
 def require(*roles: str) -> Any:
-    """A dependency admitting only callers with one of `roles`; the refusal is a security event."""
+    """A dependency admitting only callers with one of `roles`; Authenticate records the 403 as a security event."""
     allowed = frozenset(roles)
 
     async def check(request: Request) -> Principal:
         principal = principal_of(request)
         if not principal.has_any(allowed):
-            container = request.app.state.container
-            await container.security_events.refused(
-                client=principal.client_id, reason="forbidden", method=request.method, path=request.url.path,
-                body_sha256=request.scope.get("state", {}).get("body_sha256"), status=403)
             raise Forbidden(f"{principal.client_id} may not call this endpoint (needs: {', '.join(sorted(allowed))})")
         return principal
 

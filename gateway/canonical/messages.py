@@ -121,6 +121,21 @@ class ReferralRejectedBody(_Model):
     reason: Text
 
 
+RecordKind = Literal["identity_document_status", "registration_status", "osms_status", "phc_attachment",
+                     "employment_status"]
+
+
+class DocumentReadyBody(_Model):
+    """The outcome of a document request, pushed to the Probation IS; made only by the gateway."""
+
+    request_id: uuid.UUID
+    record_kind: RecordKind
+    status: Literal["found", "not_found", "failed"]
+    as_of: AwareDatetime | None = None  # when the counterpart's record was current
+    record: dict[str, object] | None = None
+    reason: Text | None = None
+
+
 class EscalationRaisedBody(_Model):
     referral_id: Id | None = None
     rule: Id
@@ -204,6 +219,11 @@ CanonicalMessage = Annotated[
     ],
     Field(discriminator="type"),
 ]
+class DocumentReady(_Envelope):
+    type: Literal["document.ready"]
+    body: DocumentReadyBody
+
+
 AnyMessage = Union[
     CaseRegistered,
     PlanApproved,
@@ -214,9 +234,11 @@ AnyMessage = Union[
     ReferralCompleted,
     ReferralRejected,
     EscalationRaised,
+    DocumentReady,
 ]
 
-_adapter: TypeAdapter[AnyMessage] = TypeAdapter(CanonicalMessage)
+# What the store may hold: the clients' types (CanonicalMessage) plus those only the gateway makes.
+_adapter: TypeAdapter[AnyMessage] = TypeAdapter(Annotated[AnyMessage, Field(discriminator="type")])
 
 
 def parse_message(data: bytes | str | dict) -> AnyMessage:

@@ -46,7 +46,7 @@ class Router:
                 # Every referral is about a person, and the person comes with case.registered.
                 return [Route(counterpart, None, "the case is not registered yet: no case.registered received"), *told]
             return [self.pick(counterpart, region), *told]
-        if message.type in REPLY_TYPES:
+        if message.type in REPLY_TYPES or message.type == "document.ready":
             return [self.pick("probation", None)]
         if message.type == "escalation.raised":
             return [self.pick("mio", region, role="leadership"), self.pick("probation", None)]

@@ -282,11 +282,15 @@ class Store:
     async def iter_messages(
         self, *, until: datetime | None = None, batch: int = 5000
     ) -> AsyncIterator[tuple[bytes, datetime]]:
-        """Every stored message (content, received_at) in acceptance order, read in pages."""
+        """Every stored business event (content, received_at) in acceptance order, read in pages.
+
+        Document results (`document.ready`) are left out: they carry a person's records, not case events.
+        """
         after = 0
         while True:
             query = (select(messages.c.id, messages.c.content, messages.c.received_at)
-                     .where(messages.c.id > after).order_by(messages.c.id).limit(batch))
+                     .where(messages.c.id > after, messages.c.type != "document.ready")
+                     .order_by(messages.c.id).limit(batch))
             if until is not None:
                 query = query.where(messages.c.received_at <= until)
             async with self.engines.read.connect() as conn:

@@ -150,3 +150,70 @@ clients = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
 )
+
+# Document requests: one stored copy per (record kind, person, instance) while valid; the person is a keyed hash.
+records = Table(
+    "records",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("record_kind", String(40), nullable=False),
+    Column("subject", String(64), nullable=False),  # keyed hash of the IIN (security.pii)
+    Column("instance", String(64), nullable=False),
+    Column("status", String(12), nullable=False),  # found | not_found
+    Column("data", Text),  # the record, AES-GCM encrypted (security.pii)
+    Column("as_of", UTCDateTime),
+    Column("fetched_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+    Column("request_id", String(36), nullable=False),  # the upstream call that fetched it
+)
+Index("ux_records_key", records.c.record_kind, records.c.subject, records.c.instance, unique=True)
+
+document_requests = Table(
+    "document_requests",
+    metadata,
+    Column("request_id", String(36), primary_key=True),
+    Column("client_id", String(100), nullable=False),
+    Column("case_id", String(128), nullable=False),
+    Column("record_kind", String(40), nullable=False),
+    Column("subject", String(64), nullable=False),
+    Column("iin", Text, nullable=False),  # encrypted: a crashed leader's successor needs it to ask again
+    Column("purpose", Text, nullable=False),
+    Column("instance", String(64), nullable=False),
+    Column("state", String(12), nullable=False),  # pending | done | failed
+    Column("record_id", BigInteger),
+    Column("served_from", String(12)),  # cache | upstream
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("completed_at", UTCDateTime),
+    Column("error", Text),
+)
+Index("ix_document_requests_key", document_requests.c.record_kind, document_requests.c.subject,
+      document_requests.c.instance, document_requests.c.state)
+
+# At most one upstream call per record key at a time, across every gateway process (single-flight).
+flights = Table(
+    "flights",
+    metadata,
+    Column("record_kind", String(40), primary_key=True),
+    Column("subject", String(64), primary_key=True),
+    Column("instance", String(64), primary_key=True),
+    Column("leader", String(64), nullable=False),
+    Column("lease_until", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("waiters", Integer, nullable=False, default=0),
+)
+
+# Idempotency-Key (IETF httpapi draft): the first response to (client, key) is kept and replayed.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("client_id", String(100), primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("state", String(12), nullable=False),  # in_flight | done
+    Column("status", Integer),
+    Column("headers", Text),
+    Column("body", LargeBinary),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+Index("ix_idempotency_expires", idempotency_keys.c.expires_at)

@@ -1,0 +1,100 @@
+"""Idempotency-Key on client POSTs (IETF httpapi draft): replay, 422 on another body, 409 while in flight."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from gateway.api.problems import problem
+
+HEADER = b"idempotency-key"
+KEPT_HEADERS = ("content-type", "location", "retry-after")
+
+
+class Idempotency:
+    """Pure ASGI, inside authentication: keys are scoped to the verified client, never to a claimed one."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return await self.app(scope, receive, send)
+        values = [v for k, v in scope["headers"] if k == HEADER]
+        principal = scope.get("state", {}).get("principal")
+        if not values or principal is None:
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        try:
+            key = values[0].decode("ascii").strip().strip('"')
+        except UnicodeDecodeError:
+            key = ""
+        if len(values) > 1 or not (1 <= len(key) <= 255) or not key.isprintable():
+            return await problem(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
+                                 "one Idempotency-Key of 1-255 printable ASCII characters", instance=path
+                                 )(scope, receive, send)
+        chunks = []
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        body = b"".join(chunks)
+        digest = hashlib.sha256(b"%s %s?%s\n" % (scope["method"].encode(), path.encode(), scope["query_string"])
+                                + body).hexdigest()
+        container = scope["app"].state.container
+        keys = container.idempotency
+        begun = await keys.begin(client_id=principal.client_id, key=key, request_hash=digest, now=container.clock())
+        if begun.outcome == "mismatch":
+            return await problem(422, "idempotency-key-reused", "Idempotency-Key reused for another request",
+                                 "this key was first used with another request body or path", instance=path
+                                 )(scope, receive, send)
+        if begun.outcome == "in_flight":
+            response = problem(409, "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress",
+                               "retry once the first request has been answered", instance=path)
+            response.headers["Retry-After"] = "1"
+            return await response(scope, receive, send)
+        if begun.outcome == "replay":
+            headers = [(k.encode(), v.encode()) for k, v in (begun.headers or {}).items()]
+            headers.append((b"idempotent-replayed", b"true"))
+            headers.append((b"content-length", str(len(begun.body or b"")).encode()))
+            await send({"type": "http.response.start", "status": begun.status, "headers": headers})
+            await send({"type": "http.response.body", "body": begun.body or b""})
+            return
+
+        sent = False
+
+        async def replay() -> dict:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        status = 500
+        kept: dict[str, str] = {}
+        out: list[bytes] = []
+
+        async def capture(message: dict) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                for k, v in message.get("headers", ()):
+                    name = k.decode("latin-1").lower()
+                    if name in KEPT_HEADERS:
+                        kept[name] = v.decode("latin-1")
+            elif message["type"] == "http.response.body":
+                out.append(message.get("body", b""))
+            await send(message)
+
+        try:
+            await self.app(scope, replay, capture)
+        except BaseException:
+            await keys.abandon(client_id=principal.client_id, key=key)
+            raise
+        if status >= 500:
+            await keys.abandon(client_id=principal.client_id, key=key)
+        else:
+            await keys.finish(client_id=principal.client_id, key=key, status=status, headers=kept, body=b"".join(out))

@@ -1,0 +1,481 @@
+"""Document requests: a stored copy while valid, one upstream call per record at a time, results pushed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+from sqlalchemy import and_, case, delete, select, update
+from sqlalchemy.engine import Connection
+
+from gateway.access import Forbidden, SecurityEvents
+from gateway.canonical.errors import GatewayError, NotFound, WireDecodeError
+from gateway.canonical.messages import DocumentReady
+from gateway.mapping import Instance, Mappings
+from gateway.observability import Metrics
+from gateway.pipeline.accept import Accepter, Incoming
+from gateway.pipeline.ports import (
+    Clock,
+    DecodeContext,
+    EncodeContext,
+    LookupAdapter,
+    RecordLookup,
+    RecordResult,
+    Signer,
+)
+from gateway.pipeline.retry import (
+    DeliveryFailure,
+    RetryDecider,
+    classify_status,
+    classify_transport_error,
+    parse_retry_after,
+)
+from gateway.pipeline.routing import Router
+from gateway.pipeline.transport import Transport
+from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
+from gateway.storage.store import Store, dialect_insert
+from gateway.storage.tables import document_requests, flights, records
+from security.access import Principal
+from security.pii import PiiCipher
+
+log = logging.getLogger("gateway.documents")
+
+
+class NoInstance(GatewayError):
+    slug = "no-instance"
+    status = 503
+    title = "No counterpart instance can answer this request"
+
+
+@dataclass(frozen=True, slots=True)
+class Key:
+    record_kind: str
+    subject: str  # keyed hash of the IIN
+    instance: str
+
+    def where(self, table: Any) -> Any:
+        return and_(table.c.record_kind == self.record_kind, table.c.subject == self.subject,
+                    table.c.instance == self.instance)
+
+
+@dataclass
+class Outcome:
+    """What the API answers: 200 with the record, or 202 while it is being fetched."""
+
+    status_code: int
+    body: dict[str, Any]
+
+
+@dataclass
+class _Join:
+    request: dict[str, Any]
+    leader: str
+    record: Any = None  # a valid stored record found inside the joining transaction
+    led: bool = False
+    joined: bool = False
+
+
+@dataclass
+class _Landing:
+    key: Key
+    leader: str
+    result: RecordResult | None
+    error: str | None
+    validity_s: float
+    now: datetime
+    exchanges: list[dict[str, Any]] = field(default_factory=list)
+
+
+class DocumentService:
+    """POST /v1/document-requests and GET /v1/document-requests/{id}; the flights run as background tasks."""
+
+    def __init__(self, *, store: Store, mappings: Mappings, adapters: dict[str, Any], transport: Transport,
+                 signer: Signer | None, verifier: CounterpartVerifier, accepter: Accepter, cipher: PiiCipher,
+                 clock: Clock, metrics: Metrics, events: SecurityEvents, lease_s: float = 60.0,
+                 sweep_interval_s: float = 5.0) -> None:
+        self.store = store
+        self.mappings = mappings
+        self.adapters = adapters
+        self.transport = transport
+        self.signer = signer
+        self.verifier = verifier
+        self.accepter = accepter
+        self.cipher = cipher
+        self.clock = clock
+        self.metrics = metrics
+        self.events = events
+        self.lease = timedelta(seconds=lease_s)
+        self.sweep_interval_s = sweep_interval_s
+        self.router = Router(mappings)
+        self.process = f"p-{uuid.uuid4().hex[:12]}"
+        self._flying: dict[Key, asyncio.Task] = {}
+        self._sweeper: asyncio.Task | None = None
+        self._served = 0
+        self._hits = 0
+
+    # --- lifecycle -----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="document-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+        # A flight cut short keeps its lease; another process (or this one restarted) takes it over.
+        for task in list(self._flying.values()):
+            task.cancel()
+        await asyncio.gather(*self._flying.values(), return_exceptions=True)
+
+    # --- requests ------------------------------------------------------------------------------
+
+    def _instance(self, counterpart: str) -> Instance:
+        route = self.router.pick(counterpart, None)
+        inst = self.mappings.instance(route.instance) if route.instance else None
+        if inst is None or not inst.enabled:
+            raise NoInstance(route.reason or f"the {counterpart} instance is disabled")
+        return inst
+
+    async def request(self, *, principal: Principal, case_id: str, record_kind: str, iin: str,
+                      purpose: str) -> Outcome:
+        kind = self.mappings.documents.records.get(record_kind)  # type: ignore[call-overload]
+        if kind is None:
+            raise NotFound(f"no document kind {record_kind!r} is configured")
+        if not principal.has_any(kind.readers):
+            raise Forbidden(f"{principal.client_id} may not receive {record_kind} records")
+        inst = self._instance(kind.counterpart)
+        key = Key(record_kind, self.cipher.hash(iin), inst.name)
+        now = self.clock()
+        request = {
+            "request_id": str(uuid.uuid4()), "client_id": principal.client_id, "case_id": case_id,
+            "record_kind": record_kind, "subject": key.subject, "iin": self.cipher.encrypt(iin, context="iin"),
+            "purpose": purpose, "instance": inst.name, "state": "pending", "record_id": None, "served_from": None,
+            "created_at": now, "completed_at": None, "error": None,
+        }
+        record = await self._valid_record(key, now)
+        if record is not None:
+            # The cheap path: one write (the request, done, and the read in the exchange log) and no upstream call.
+            await self.store.committer.submit(self._served_from_store, (request, record))
+            return self._hit(request, record)
+        join = await self.store.committer.submit(self._join, _Join(request, leader=f"{self.process}:{uuid.uuid4()}"))
+        if join.record is not None:
+            return self._hit(request, join.record)
+        self._count(record_kind, "miss" if join.led else "coalesced")
+        if join.joined:
+            self.metrics.document_waiters.labels(record_kind).inc()
+        if join.led:
+            self._launch(key, leader=join.leader, iin=iin, purpose=purpose)
+        return Outcome(202, self._pending_body(request))
+
+    def _hit(self, request: dict[str, Any], record: Any) -> Outcome:
+        self._count(request["record_kind"], "hit")
+        body = self._pending_body(request) | {"state": "done", "served_from": "store", **self._record_view(record)}
+        return Outcome(200, body)
+
+    def _count(self, record_kind: str, outcome: str) -> None:
+        self.metrics.document_requests.labels(record_kind, outcome).inc()
+        self._served += 1
+        self._hits += outcome == "hit"
+        self.metrics.document_hit_ratio.set(self._hits / self._served)
+
+    def _pending_body(self, request: dict[str, Any]) -> dict[str, Any]:
+        return {"request_id": request["request_id"], "case_id": request["case_id"],
+                "record_kind": request["record_kind"], "instance": request["instance"], "state": "pending",
+                "status_url": f"/v1/document-requests/{request['request_id']}",
+                "created_at": request["created_at"].isoformat()}
+
+    def _record_view(self, record: Any) -> dict[str, Any]:
+        data = orjson.loads(self.cipher.decrypt(record.data, context="record")) if record.data else None
+        return {"status": record.status, "record": data,
+                "as_of": record.as_of.isoformat() if record.as_of else None,
+                "fetched_at": record.fetched_at.isoformat(), "valid_until": record.expires_at.isoformat()}
+
+    async def _valid_record(self, key: Key, now: datetime) -> Any:
+        async with self.store.engines.read.connect() as conn:
+            return (await conn.execute(select(records).where(key.where(records), records.c.expires_at > now))).first()
+
+    def _read_event(self, request: dict[str, Any], record_id: int, now: datetime) -> dict[str, Any]:
+        # Every read of a record, by whom and for which request; the record itself is not copied here.
+        return {"message_id": None, "delivery_id": None, "hop": "read", "peer": request["client_id"],
+                "attempt": None, "request_in_at": request["created_at"], "request_out_at": None,
+                "response_in_at": None, "response_out_at": now, "request_bytes": None, "response_bytes": None,
+                "status_code": 200, "result": "served",
+                "error": f"document request {request['request_id']}: {request['record_kind']} record {record_id}"}
+
+    def _served_from_store(self, conn: Connection, items: list[tuple[dict[str, Any], Any]]) -> list[None]:
+        rows, events = [], []
+        for request, record in items:
+            rows.append({**request, "state": "done", "record_id": record.id, "served_from": "store",
+                         "completed_at": request["created_at"]})
+            events.append(self._read_event(request, record.id, request["created_at"]))
+        conn.execute(document_requests.insert(), rows)
+        Store.insert_exchanges(conn, events)
+        return [None] * len(items)
+
+    def _join(self, conn: Connection, joins: list[_Join]) -> list[_Join]:
+        """Record each request and join its record's flight, or start one (at most one per key, any process)."""
+        for join in joins:
+            req = join.request
+            key = Key(req["record_kind"], req["subject"], req["instance"])
+            now = req["created_at"]
+            conn.execute(document_requests.insert().values(**req))
+            # Upsert: a new key makes us the leader; an expired lease (crashed leader) is taken over; otherwise
+            # we join. The row lock also orders us against a leader landing its result (see _land).
+            stmt = dialect_insert(conn, flights).values(
+                record_kind=key.record_kind, subject=key.subject, instance=key.instance, leader=join.leader,
+                lease_until=now + self.lease, started_at=now, waiters=0)
+            taken = flights.c.lease_until < now
+            stmt = stmt.on_conflict_do_update(
+                index_elements=["record_kind", "subject", "instance"],
+                set_={"leader": _case(taken, join.leader, flights.c.leader),
+                      "lease_until": _case(taken, now + self.lease, flights.c.lease_until),
+                      "waiters": flights.c.waiters + 1},
+            ).returning(flights.c.leader, flights.c.waiters)
+            leader, waiters = conn.execute(stmt).one()
+            join.led = leader == join.leader
+            join.joined = not join.led
+            record = conn.execute(select(records).where(key.where(records), records.c.expires_at > now)).first()
+            if record is not None:  # a leader landed between our read and this transaction
+                if join.led and waiters == 0:
+                    conn.execute(delete(flights).where(key.where(flights), flights.c.leader == join.leader))
+                conn.execute(update(document_requests).where(document_requests.c.request_id == req["request_id"])
+                             .values(state="done", record_id=record.id, served_from="store", completed_at=now))
+                Store.insert_exchanges(conn, [self._read_event(req, record.id, now)])
+                join.record, join.led, join.joined = record, False, False
+        return joins
+
+    # --- the upstream call ---------------------------------------------------------------------
+
+    def _launch(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
+        if key in self._flying:
+            return
+        # Not tied to the request that started it: the requester may go away, the others still get the result.
+        task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose))
+        self._flying[key] = task
+        task.add_done_callback(lambda _: self._flying.pop(key, None))
+
+    async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
+        inst = self.mappings.instance(key.instance)
+        kind = self.mappings.documents.records.get(key.record_kind)  # type: ignore[call-overload]
+        landing = _Landing(key, leader, None, None, kind.validity_s if kind else 0.0, self.clock())
+        try:
+            if inst is None or kind is None:
+                raise _Failed(f"instance {key.instance} or kind {key.record_kind} is no longer configured")
+            landing.result = await self._ask(inst, key, iin=iin, purpose=purpose, landing=landing)
+        except _Failed as exc:
+            landing.error = str(exc)
+        except Exception as exc:  # noqa: BLE001
+            log.exception("document flight failed", extra={"instance": key.instance, "record_kind": key.record_kind})
+            landing.error = f"{type(exc).__name__}: {exc}"
+        landing.now = self.clock()
+        try:
+            accepted = await self.store.committer.submit(self._land, landing)
+        except Exception:  # noqa: BLE001
+            # The lease runs out and the sweeper (here or in another process) asks again: nothing is lost.
+            log.exception("recording a document result failed", extra={"instance": key.instance})
+            return
+        for result in accepted:
+            self.accepter.notify(result)
+
+    async def _ask(self, inst: Instance, key: Key, *, iin: str, purpose: str, landing: _Landing) -> RecordResult:
+        adapter = self.adapters.get(inst.counterpart)
+        if adapter is None or not hasattr(adapter, "encode_lookup"):
+            raise _Failed(f"{inst.counterpart} answers no record lookups")
+        lookup_adapter: LookupAdapter = adapter
+        decider = RetryDecider(inst.retry)
+        # Inside the lease, or another process would take over while this one still asks.
+        deadline_s = min(inst.retry.deadline_s, self.lease.total_seconds() * 0.8)
+        first = self.clock()
+        attempt = 0
+        lookup = RecordLookup(request_id=str(uuid.uuid4()), record_kind=key.record_kind, iin=iin, purpose=purpose)
+        while True:
+            attempt += 1
+            failure, result, status, sent, got = await self._attempt(inst, lookup_adapter, lookup)
+            landing.exchanges.append({
+                "message_id": None, "delivery_id": None, "hop": "lookup", "peer": inst.name, "attempt": attempt,
+                "request_in_at": None, "request_out_at": sent, "response_in_at": got, "response_out_at": None,
+                "request_bytes": None, "response_bytes": None, "status_code": status,
+                "result": "ok" if failure is None else "failed",
+                "error": f"{key.record_kind} lookup {lookup.request_id}" + (f": {failure.reason}" if failure else "")})
+            self.metrics.document_upstream.labels(key.record_kind, inst.name,
+                                                  "ok" if failure is None else "failed").inc()
+            if failure is None and result is not None:
+                return result
+            assert failure is not None
+            now = self.clock()
+            decision = decider.decide(failure, attempt=attempt, first_attempt_at=first, now=now)
+            if decision.retry_in is None or (now - first).total_seconds() + decision.retry_in > deadline_s:
+                raise _Failed(decision.reason or failure.reason)
+            await asyncio.sleep(decision.retry_in)
+
+    async def _attempt(self, inst: Instance, adapter: LookupAdapter, lookup: RecordLookup
+                       ) -> tuple[DeliveryFailure | None, RecordResult | None, int | None, datetime, datetime | None]:
+        now = self.clock()
+        try:
+            wire = adapter.encode_lookup(lookup, mappings=self.mappings, instance=inst,
+                                         context=EncodeContext(now=now))
+            if self.signer is not None:
+                wire = self.signer.sign(wire, instance=inst)
+        except (GatewayError, ValueError, KeyError) as exc:
+            return DeliveryFailure(f"cannot encode the lookup: {exc}", retryable=False), None, None, now, None
+        sent = self.clock()
+        try:
+            response = await self.transport.send(inst, wire)
+        except Exception as exc:  # noqa: BLE001
+            return classify_transport_error(exc), None, None, sent, self.clock()
+        got = self.clock()
+        if not 200 <= response.status < 300:
+            retry_after = parse_retry_after(response.header("retry-after"), now=got)
+            return classify_status(response.status, policy=inst.retry, retry_after=retry_after), None, \
+                response.status, sent, got
+        try:
+            response, _ = await self.verifier.verify_response(inst, request=wire, response=response)
+        except CounterpartSignatureError as exc:
+            return DeliveryFailure(f"response signature refused ({exc.reason}): {exc.detail}", retryable=False), \
+                None, response.status, sent, got
+        try:
+            result = adapter.decode_lookup(response, mappings=self.mappings, lookup=lookup,
+                                           context=DecodeContext(received_at=got))
+        except (WireDecodeError, ValidationError, ValueError, KeyError) as exc:
+            return DeliveryFailure(f"undecodable answer from {inst.name}: {exc}", retryable=False), None, \
+                response.status, sent, got
+        return None, result, response.status, sent, got
+
+    def _land(self, conn: Connection, landings: list[_Landing]) -> list[list]:
+        """The flight's result: the record (never a failure), every waiting request resolved, results pushed."""
+        out: list[list] = []
+        for landing in landings:
+            key, now = landing.key, landing.now
+            # First: this takes the flight row's lock, so requests joining right now are committed before we
+            # resolve the waiting ones below (or they see our record and resolve themselves).
+            conn.execute(delete(flights).where(key.where(flights), flights.c.leader == landing.leader))
+            record_id = None
+            result = landing.result
+            if result is not None:
+                data = self.cipher.encrypt(orjson.dumps(result.data).decode(), context="record") if result.found \
+                    else None
+                values = {"status": "found" if result.found else "not_found", "data": data, "as_of": result.as_of,
+                          "fetched_at": now, "expires_at": now + timedelta(seconds=landing.validity_s),
+                          "request_id": landing.leader.split(":", 1)[1]}
+                stmt = dialect_insert(conn, records).values(record_kind=key.record_kind, subject=key.subject,
+                                                            instance=key.instance, **values)
+                stmt = stmt.on_conflict_do_update(index_elements=["record_kind", "subject", "instance"], set_=values)
+                conn.execute(stmt)
+                record_id = conn.execute(select(records.c.id).where(key.where(records))).scalar_one()
+            state = "done" if result is not None else "failed"
+            waiting = conn.execute(
+                update(document_requests)
+                .where(key.where(document_requests), document_requests.c.state == "pending")
+                .values(state=state, record_id=record_id, served_from="upstream" if record_id else None,
+                        completed_at=now, error=landing.error)
+                .returning(document_requests.c.request_id, document_requests.c.case_id,
+                           document_requests.c.client_id, document_requests.c.created_at)
+            ).all()
+            Store.insert_exchanges(conn, landing.exchanges)
+            if record_id is not None:
+                Store.insert_exchanges(conn, [
+                    self._read_event({"request_id": w.request_id, "client_id": w.client_id,
+                                      "record_kind": key.record_kind, "created_at": w.created_at}, record_id, now)
+                    for w in waiting])
+            pushes = [Incoming(message=self._ready(w.request_id, w.case_id, key, result, landing.error, now),
+                               source=key.instance, received_at=now, hop="document") for w in waiting]
+            accepted = self.accepter.accept_many(conn, pushes) if pushes else []
+            out.append([a for a in accepted if not isinstance(a, Exception)])
+        return out
+
+    def _ready(self, request_id: str, case_id: str, key: Key, result: RecordResult | None, error: str | None,
+               now: datetime) -> DocumentReady:
+        body: dict[str, Any] = {"request_id": request_id, "record_kind": key.record_kind}
+        if result is None:
+            body |= {"status": "failed", "reason": (error or "the upstream call failed")[:4000]}
+        else:
+            body |= {"status": "found" if result.found else "not_found", "as_of": result.as_of,
+                     "record": result.data if result.found else None}
+        return DocumentReady(type="document.ready", case_id=case_id, occurred_at=now, body=body,
+                             message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"document-request/{request_id}"))
+
+    # --- reading and recovery ------------------------------------------------------------------
+
+    async def get(self, *, principal: Principal, request_id: str) -> dict[str, Any]:
+        async with self.store.engines.read.connect() as conn:
+            req = (await conn.execute(select(document_requests)
+                                      .where(document_requests.c.request_id == request_id))).first()
+            record = None
+            if req is not None and req.record_id is not None:
+                record = (await conn.execute(select(records).where(records.c.id == req.record_id))).first()
+        # Each requester sees only its own requests: another client's request does not exist for it.
+        if req is None or req.client_id != principal.client_id:
+            raise NotFound(f"no document request {request_id}")
+        body: dict[str, Any] = {
+            "request_id": req.request_id, "case_id": req.case_id, "record_kind": req.record_kind,
+            "instance": req.instance, "state": req.state, "status_url": f"/v1/document-requests/{req.request_id}",
+            "created_at": req.created_at.isoformat(),
+            "completed_at": req.completed_at.isoformat() if req.completed_at else None,
+        }
+        if req.state == "failed":
+            body["reason"] = req.error
+        if record is not None and req.state == "done":
+            body["served_from"] = req.served_from
+            body |= self._record_view(record)
+            await self.store.committer.submit(_insert_events, self._read_event(
+                {"request_id": req.request_id, "client_id": principal.client_id, "record_kind": req.record_kind,
+                 "created_at": self.clock()}, record.id, self.clock()))
+        return body
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.sweep_interval_s)
+            try:
+                await self.sweep()
+            except Exception:  # noqa: BLE001
+                log.exception("document sweep failed")
+
+    async def sweep(self) -> int:
+        """Take over flights whose leader died (lease over) and ask again for their waiting requests."""
+        now = self.clock()
+        async with self.store.engines.read.connect() as conn:
+            stale = (await conn.execute(select(flights).where(flights.c.lease_until < now))).all()
+        taken = 0
+        for row in stale:
+            key = Key(row.record_kind, row.subject, row.instance)
+            leader = f"{self.process}:{uuid.uuid4()}"
+            pending = await self.store.committer.submit(self._take_over, (key, row.leader, leader, now))
+            if pending is None:
+                continue
+            iin = self.cipher.decrypt(pending.iin, context="iin")
+            self._launch(key, leader=leader, iin=iin, purpose=pending.purpose)
+            taken += 1
+        return taken
+
+    def _take_over(self, conn: Connection, items: list[tuple[Key, str, str, datetime]]) -> list[Any]:
+        out = []
+        for key, old, new, now in items:
+            moved = conn.execute(update(flights).where(key.where(flights), flights.c.leader == old,
+                                                       flights.c.lease_until < now)
+                                 .values(leader=new, lease_until=now + self.lease)).rowcount
+            pending = conn.execute(select(document_requests.c.iin, document_requests.c.purpose)
+                                   .where(key.where(document_requests), document_requests.c.state == "pending")
+                                   .limit(1)).first() if moved else None
+            if moved and pending is None:  # nobody is waiting any more
+                conn.execute(delete(flights).where(key.where(flights), flights.c.leader == new))
+            out.append(pending)
+        return out
+
+
+class _Failed(Exception):
+    """The upstream call failed for good (by the retry policy): no record is stored."""
+
+
+def _case(condition: Any, then: Any, otherwise: Any) -> Any:
+    return case((condition, then), else_=otherwise)
+
+
+def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
+    Store.insert_exchanges(conn, rows)
+    return [None] * len(rows)
