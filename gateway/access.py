@@ -219,15 +219,17 @@ class SecurityEvents:
     async def refused(self, *, client: str | None, reason: str, method: str, path: str, status: int,
                       body: bytes = b"", body_sha256: str | None = None) -> None:
         now = self.clock()
+        sha = body_sha256 or hashlib.sha256(body).hexdigest()
         row = {"message_id": None, "delivery_id": None, "hop": "refused", "peer": client or "unidentified",
                "attempt": None, "request_in_at": now, "request_out_at": None, "response_in_at": None,
                "response_out_at": now, "request_bytes": len(body), "response_bytes": None,
                "status_code": status, "result": "refused",
-               "error": f"{reason}; {method} {path}; sha256={body_sha256 or hashlib.sha256(body).hexdigest()}"}
-        await self.store.committer.submit(_insert_events, row)
+               "error": f"{reason}; {method} {path}; sha256={sha}",
+               # the log keeps the digest of what was refused, never the bytes: no payload is echoed or kept
+               "client": client, "request_hash": sha}
+        await self.store.committer.submit(self._insert, row)
         log.warning("request refused", extra={"client": client, "reason": reason, "path": path, "status": status})
 
-
-def _insert_events(conn, rows: list[dict]) -> list[None]:  # noqa: ANN001
-    Store.insert_exchanges(conn, rows)
-    return [None] * len(rows)
+    def _insert(self, conn, rows: list[dict]) -> list[None]:  # noqa: ANN001
+        self.store.insert_exchanges(conn, rows)
+        return [None] * len(rows)

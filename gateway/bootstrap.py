@@ -14,6 +14,8 @@ from adapters.health.codec import HealthAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
+from gateway.audit.chain import CheckpointWriter, signer_from_keystore
+from gateway.audit.log import ExchangeLog
 from gateway.access import Authenticator, ClientDirectory, SecurityEvents
 from gateway.canonical.errors import ConfigError
 from gateway.config import Settings
@@ -64,11 +66,15 @@ class Container:
     security_events: SecurityEvents
     documents: DocumentService
     idempotency: IdempotencyStore
+    exchange_log: ExchangeLog
+    checkpoints: CheckpointWriter | None
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
             await migrate(self.engines)
         self.store.committer.start()
+        if self.checkpoints is not None:
+            self.checkpoints.start()
         if run_worker:
             self.worker.start()
             self.accepter.dispatcher = self.worker
@@ -81,6 +87,8 @@ class Container:
         self.accepter.dispatcher = None
         if self.worker._main is not None:
             await self.worker.stop()
+        if self.checkpoints is not None:
+            await self.checkpoints.stop()  # a last checkpoint covering everything this process wrote
         await self.store.committer.stop()
         await self.transport.aclose()
         await self.engines.dispose()
@@ -90,13 +98,22 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
     pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
     engines = create_engines(settings.database_url)
-    store = Store(engines)
+    cipher = open_pii(settings)
+    exchange_log = ExchangeLog(cipher=cipher)
+    store = Store(engines, exchange_log=exchange_log)
+    keys = open_keys(settings)
+    checkpoints = None
+    if keys is not None and keys.active_info(channel="json") is not None:
+        checkpoints = CheckpointWriter(store.committer, sign=signer_from_keystore(keys),
+                                       interval_s=settings.audit_checkpoint_interval_s)
+        exchange_log.on_appended = checkpoints.notify
+    else:
+        log.warning("the exchange log gets no signed checkpoints without an active json key")
     nonces = SqlNonceStore(store=store, clock=clock)
     verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock)
     metrics = Metrics()
     adapters = build_adapters()
     transport = transport or HttpxTransport()
-    keys = open_keys(settings)
     signer = signer_from_store(keys) if keys is not None else None
     if signer is None or signer.http is None or signer.xml is None:
         log.warning("outbound messages go unsigned on a channel without an active key: run `gateway keys generate`")
@@ -147,11 +164,12 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                                   insecure_no_auth=settings.insecure_no_auth)
     events = SecurityEvents(store=store, clock=clock)
     documents = DocumentService(store=store, mappings=mappings, adapters=adapters, transport=transport, signer=signer,
-                                verifier=verifier, accepter=accepter, cipher=open_pii(settings), clock=clock,
+                                verifier=verifier, accepter=accepter, cipher=cipher, clock=clock,
                                 metrics=metrics, events=events, lease_s=settings.document_lease_s)
     return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
                      sla, escalations, keys, clients, authenticator, events, documents,
-                     IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)))
+                     IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)), exchange_log,
+                     checkpoints)
 
 
 def open_keys(settings: Settings) -> KeyStore | None:

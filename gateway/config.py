@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     document_lease_s: float = Field(60.0, gt=0, description="an upstream document call unfinished after this "
                                                             "is taken over by another process")
     idempotency_ttl_s: float = Field(86400.0, ge=86400, description="how long an Idempotency-Key's response is kept")
+    audit_checkpoint_interval_s: float = Field(60.0, gt=0, description="how often a signed checkpoint of the "
+                                                                       "exchange log is written")
     insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
                                                       "client; refused unless the gateway listens on loopback")
 

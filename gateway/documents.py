@@ -206,7 +206,8 @@ class DocumentService:
                 "attempt": None, "request_in_at": request["created_at"], "request_out_at": None,
                 "response_in_at": None, "response_out_at": now, "request_bytes": None, "response_bytes": None,
                 "status_code": 200, "result": "served",
-                "error": f"document request {request['request_id']}: {request['record_kind']} record {record_id}"}
+                "error": f"document request {request['request_id']}: {request['record_kind']} record {record_id}",
+                "client": request["client_id"], "iin_hash": request.get("subject"), "case_id": request.get("case_id")}
 
     def _served_from_store(self, conn: Connection, items: list[tuple[dict[str, Any], Any]]) -> list[None]:
         rows, events = [], []
@@ -215,7 +216,7 @@ class DocumentService:
                          "completed_at": request["created_at"]})
             events.append(self._read_event(request, record.id, request["created_at"]))
         conn.execute(document_requests.insert(), rows)
-        Store.insert_exchanges(conn, events)
+        self.store.insert_exchanges(conn, events)
         return [None] * len(items)
 
     def _join(self, conn: Connection, joins: list[_Join]) -> list[_Join]:
@@ -246,7 +247,7 @@ class DocumentService:
                     conn.execute(delete(flights).where(key.where(flights), flights.c.leader == join.leader))
                 conn.execute(update(document_requests).where(document_requests.c.request_id == req["request_id"])
                              .values(state="done", record_id=record.id, served_from="store", completed_at=now))
-                Store.insert_exchanges(conn, [self._read_event(req, record.id, now)])
+                self.store.insert_exchanges(conn, [self._read_event(req, record.id, now)])
                 join.record, join.led, join.joined = record, False, False
         return joins
 
@@ -301,7 +302,7 @@ class DocumentService:
                 "message_id": None, "delivery_id": None, "hop": "lookup", "peer": inst.name, "attempt": attempt,
                 "request_in_at": None, "request_out_at": sent, "response_in_at": got, "response_out_at": None,
                 "request_bytes": None, "response_bytes": None, "status_code": status,
-                "result": "ok" if failure is None else "failed",
+                "result": "ok" if failure is None else "failed", "iin_hash": key.subject,
                 "error": f"{key.record_kind} lookup {lookup.request_id}" + (f": {failure.reason}" if failure else "")})
             self.metrics.document_upstream.labels(key.record_kind, inst.name,
                                                   "ok" if failure is None else "failed").inc()
@@ -377,11 +378,12 @@ class DocumentService:
                 .returning(document_requests.c.request_id, document_requests.c.case_id,
                            document_requests.c.client_id, document_requests.c.created_at)
             ).all()
-            Store.insert_exchanges(conn, landing.exchanges)
+            self.store.insert_exchanges(conn, landing.exchanges)
             if record_id is not None:
-                Store.insert_exchanges(conn, [
-                    self._read_event({"request_id": w.request_id, "client_id": w.client_id,
-                                      "record_kind": key.record_kind, "created_at": w.created_at}, record_id, now)
+                self.store.insert_exchanges(conn, [
+                    self._read_event({"request_id": w.request_id, "client_id": w.client_id, "case_id": w.case_id,
+                                      "subject": key.subject, "record_kind": key.record_kind,
+                                      "created_at": w.created_at}, record_id, now)
                     for w in waiting])
             pushes = [Incoming(message=self._ready(w.request_id, w.case_id, key, result, landing.error, now),
                                source=key.instance, received_at=now, hop="document") for w in waiting]
@@ -399,6 +401,10 @@ class DocumentService:
                      "record": result.data if result.found else None}
         return DocumentReady(type="document.ready", case_id=case_id, occurred_at=now, body=body,
                              message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"document-request/{request_id}"))
+
+    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
+        self.store.insert_exchanges(conn, rows)
+        return [None] * len(rows)
 
     # --- reading and recovery ------------------------------------------------------------------
 
@@ -423,9 +429,10 @@ class DocumentService:
         if record is not None and req.state == "done":
             body["served_from"] = req.served_from
             body |= self._record_view(record)
-            await self.store.committer.submit(_insert_events, self._read_event(
+            await self.store.committer.submit(self._insert_events, self._read_event(
                 {"request_id": req.request_id, "client_id": principal.client_id, "record_kind": req.record_kind,
-                 "created_at": self.clock()}, record.id, self.clock()))
+                 "case_id": req.case_id, "subject": req.subject, "created_at": self.clock()}, record.id,
+                self.clock()))
         return body
 
     async def _sweep_loop(self) -> None:
@@ -474,8 +481,3 @@ class _Failed(Exception):
 
 def _case(condition: Any, then: Any, otherwise: Any) -> Any:
     return case((condition, then), else_=otherwise)
-
-
-def _insert_events(conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
-    Store.insert_exchanges(conn, rows)
-    return [None] * len(rows)

@@ -55,6 +55,8 @@ class Instance(_Strict):
         (), description="SHA-256 fingerprints of pinned certificates (or RFC 7638 thumbprints of pinned keys) "
                         "that no longer verify: kept pinned so a refusal says revoked, not unknown"
     )
+    log_bodies: bool = Field(
+        True, description="keep the wire bytes in the exchange log; false: metadata-only, only their SHA-256")
     require_signatures: bool = Field(
         True, description="refuse the instance's unsigned responses and callbacks; false only for a legacy "
                           "system that cannot sign (its traffic is then logged as unverified)"

@@ -64,6 +64,7 @@ class Authenticate:
             response.headers["WWW-Authenticate"] = CHALLENGE
             return await response(scope, receive, send)
         state["principal"] = authenticated.principal
+        state["raw_body"] = body
         state["verified_body"] = authenticated.body
         sent = False
 

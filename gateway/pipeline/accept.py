@@ -28,6 +28,9 @@ class Incoming:
     received_at: datetime
     request_bytes: int = 0
     hop: str = "received"
+    raw: bytes | None = None  # the bytes as received, for the exchange log
+    client: str | None = None  # the verified sender
+    signer: str | None = None  # the key that verified it
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +69,12 @@ class Accepter:
         self.listeners: list[Callable[[Accepted], None]] = []
         self.dispatcher: Dispatcher | None = None
 
-    async def accept(self, *, message: AnyMessage, source: str, request_bytes: int = 0) -> Accepted:
+    async def accept(self, *, message: AnyMessage, source: str, request_bytes: int = 0, raw: bytes | None = None,
+                     client: str | None = None, signer: str | None = None) -> Accepted:
         now = self.clock()
         check_not_in_future(message, now=now)
-        incoming = Incoming(message=message, source=source, received_at=now, request_bytes=request_bytes)
+        incoming = Incoming(message=message, source=source, received_at=now, request_bytes=request_bytes, raw=raw,
+                            client=client, signer=signer)
         result = await self.store.committer.submit(self.accept_many, incoming)
         self.notify(result)
         return result
@@ -144,6 +149,8 @@ class Accepter:
                 "status_code": 202 if isinstance(res, Accepted) else res.status,
                 "result": ("duplicate" if res.duplicate else "accepted") if isinstance(res, Accepted) else "refused",
                 "error": None if isinstance(res, Accepted) else res.slug,
+                "case_id": inc.message.case_id, "iin": _iin(inc.message), "request_raw": inc.raw,
+                "client": inc.client, "signer": inc.signer,
             }
             for inc, res in zip(batch, results)
         ])
@@ -247,3 +254,8 @@ class Accepter:
                 if route.counterpart == counterpart:
                     self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
                                              now=now)
+
+
+def _iin(message: AnyMessage) -> str | None:
+    person = getattr(message.body, "person", None)
+    return getattr(person, "iin", None)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 import uuid
@@ -59,6 +60,8 @@ class _Attempt:
     response: WireResponse | None = None
     failure: DeliveryFailure | None = None
     signer: str | None = None  # the pinned key that verified the response
+    request_raw: bytes | None = None  # the bytes sent, as signed
+    case_id: str | None = None
     replies: tuple[AnyMessage, ...] = ()
     now: datetime | None = None
     state: str = ""
@@ -249,6 +252,7 @@ class DeliveryWorker:
         adapter = self.adapters.get(instance.counterpart)
         try:
             message = parse_message(delivery.content)
+            attempt.case_id = message.case_id
             if adapter is None:
                 raise GatewayError(f"no adapter for counterpart {instance.counterpart}")
             case = parse_message(delivery.case_content) if delivery.case_content else None
@@ -265,6 +269,7 @@ class DeliveryWorker:
                                                   retryable=False)
                 return attempt
         attempt.request_bytes = len(wire.body)
+        attempt.request_raw = wire.body
         attempt.sent_at = self.clock()
         try:
             response = await self.transport.send(instance, wire)
@@ -343,6 +348,8 @@ class DeliveryWorker:
                 "status_code": a.response.status if a.response else None,
                 "result": {"delivered": "delivered", "pending": "retry", "dead": "dead"}[a.state],
                 "error": a.reason,
+                "case_id": a.case_id, "signer": a.signer,
+                **_wire_for_log(a),
             }
             for a in batch
         ])
@@ -392,3 +399,16 @@ class DeliveryWorker:
                    "status": attempt.response.status if attempt.response else None,
                    "error": attempt.failure.reason if attempt.failure else None},
         )
+
+
+def _wire_for_log(a: _Attempt) -> dict[str, object]:
+    """What the exchange log keeps of an attempt: the bytes, or only their hashes for a metadata-only instance."""
+    response = a.response.body if a.response is not None else None
+    if a.instance is not None and not a.instance.log_bodies:
+        return {"request_hash": digest(a.request_raw) if a.request_raw is not None else None,
+                "response_hash": digest(response) if response is not None else None}
+    return {"request_raw": a.request_raw, "response_raw": response}
+
+
+def digest(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

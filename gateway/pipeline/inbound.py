@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 
 async def receive_callback(
     *, container: Container, counterpart: str, caller: Principal, method: str, path: str,
-    headers: tuple[tuple[str, str], ...], body: bytes,
+    headers: tuple[tuple[str, str], ...], body: bytes, raw: bytes | None = None,
 ) -> list[Accepted]:
+    """`body` is what verified (for ЦОН only the signed part); `raw` the bytes as received, for the log."""
+    raw = body if raw is None else raw
     adapter = container.adapters.get(counterpart)
     if adapter is None or counterpart == "probation":
         raise UnknownCounterpart(f"no counterpart {counterpart!r} sends callbacks here")
@@ -35,5 +37,7 @@ async def receive_callback(
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
         raise WireDecodeError(f"the callback does not make a valid canonical message: {problems}") from exc
     return [
-        await container.accepter.accept(message=m, source=counterpart, request_bytes=len(body)) for m in messages
+        await container.accepter.accept(message=m, source=counterpart, request_bytes=len(raw), raw=raw,
+                                        client=caller.client_id, signer=caller.keyid)
+        for m in messages
     ]

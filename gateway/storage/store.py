@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Iterable
+from typing import Any, AsyncIterator, Iterable, Protocol
 
 import orjson
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
@@ -35,10 +35,22 @@ def dialect_insert(conn: Connection, table):  # noqa: ANN001, ANN202
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
 
 
+# Keys a hop row may carry for the exchange log only; the operational `exchanges` table has no columns for them.
+LOG_ONLY = ("case_id", "client", "signer", "iin", "iin_hash", "request_raw", "response_raw", "request_hash",
+            "response_hash")
+
+
+class ExchangeLogPort(Protocol):
+    """The tamper-evident log (gateway.audit.log.ExchangeLog), written in the same transaction as each hop."""
+
+    def append(self, conn: Connection, rows: list[dict[str, Any]], extras: list[dict[str, Any]]) -> None: ...
+
+
 class Store:
-    def __init__(self, engines: Engines) -> None:
+    def __init__(self, engines: Engines, *, exchange_log: ExchangeLogPort | None = None) -> None:
         self.engines = engines
         self.committer = Committer(engines)
+        self.exchange_log = exchange_log
 
     # --- writes, always inside a transaction handed in by the caller; one statement per batch -----
 
@@ -111,10 +123,17 @@ class Store:
         stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
         return list((conn.execute(stmt, rows)).scalars())
 
-    @staticmethod
-    def insert_exchanges(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        if rows:
-            conn.execute(insert(exchanges), rows)
+    def insert_exchanges(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
+        """Hop rows for operations, and the same hops in the exchange log (keys in LOG_ONLY go only there)."""
+        if not rows:
+            return
+        plain, extras = [], []
+        for row in rows:
+            extras.append({k: row[k] for k in LOG_ONLY if k in row})
+            plain.append({k: v for k, v in row.items() if k not in LOG_ONLY})
+        conn.execute(insert(exchanges), plain)
+        if self.exchange_log is not None:
+            self.exchange_log.append(conn, plain, extras)
 
     @staticmethod
     def parked_for_cases(conn: Connection, case_ids: set[str]) -> list[tuple[int, str, bytes]]:

@@ -27,6 +27,6 @@ async def inbound(counterpart: str, request: Request, c: ContainerDep,
     """Decode a callback, signed by the counterpart's pinned key, with its adapter and accept what it says."""
     accepted = await receive_callback(
         container=c, counterpart=counterpart, caller=caller, method=request.method, path=request.url.path,
-        headers=tuple(request.headers.items()), body=request.state.verified_body,
+        headers=tuple(request.headers.items()), body=request.state.verified_body, raw=request.state.raw_body,
     )
     return InboundResponse(accepted=[a.response for a in accepted])

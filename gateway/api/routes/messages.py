@@ -13,6 +13,7 @@ from gateway.api.deps import ContainerDep
 from gateway.api.schemas import AcceptedResponse, MessageStatus, Problem
 from gateway.canonical.messages import CanonicalMessage
 from gateway.pipeline.status import message_status
+from security.access import Principal
 
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=AUTH_PROBLEMS)
 PROBLEMS = {
@@ -22,12 +23,13 @@ PROBLEMS = {
 }
 
 
-@router.post("", status_code=202, response_model=AcceptedResponse, responses=PROBLEMS,
-             dependencies=[require("system")])
-async def submit(message: Annotated[CanonicalMessage, Body()], request: Request, c: ContainerDep) -> Response:
+@router.post("", status_code=202, response_model=AcceptedResponse, responses=PROBLEMS)
+async def submit(message: Annotated[CanonicalMessage, Body()], request: Request, c: ContainerDep,
+                 caller: Annotated[Principal, require("system")]) -> Response:
     """Store and queue a canonical message; the same message sent again gets the same answer."""
-    size = int(request.headers.get("content-length") or 0)
-    result = await c.accepter.accept(message=message, source="probation", request_bytes=size)
+    raw = request.state.raw_body
+    result = await c.accepter.accept(message=message, source="probation", request_bytes=len(raw), raw=raw,
+                                     client=caller.client_id, signer=caller.keyid)
     return Response(orjson.dumps(result.response), status_code=202, media_type="application/json",
                     headers={"Location": result.response["status_url"]})
 
