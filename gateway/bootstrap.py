@@ -14,6 +14,7 @@ from adapters.health.codec import HealthAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
+from gateway.admin import CounterpartAdmin
 from gateway.audit.chain import CheckpointWriter, signer_from_keystore
 from gateway.audit.log import ExchangeLog
 from gateway.access import Authenticator, ClientDirectory, SecurityEvents
@@ -68,10 +69,15 @@ class Container:
     idempotency: IdempotencyStore
     exchange_log: ExchangeLog
     checkpoints: CheckpointWriter | None
+    counterpart_verifier: CounterpartVerifier
+    admin: CounterpartAdmin | None = None
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
             await migrate(self.engines)
+        if self.admin is not None:
+            await self.admin.sync()  # an administrator's newest counterpart configuration wins over the file
+            self.admin.start()
         self.store.committer.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
@@ -82,6 +88,8 @@ class Container:
             self.documents.start()
 
     async def stop(self) -> None:
+        if self.admin is not None:
+            await self.admin.stop()
         await self.documents.stop()
         await self.escalations.stop()
         self.accepter.dispatcher = None
@@ -166,10 +174,12 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     documents = DocumentService(store=store, mappings=mappings, adapters=adapters, transport=transport, signer=signer,
                                 verifier=verifier, accepter=accepter, cipher=cipher, clock=clock,
                                 metrics=metrics, events=events, lease_s=settings.document_lease_s)
-    return Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
+    container = Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
                      sla, escalations, keys, clients, authenticator, events, documents,
                      IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)), exchange_log,
-                     checkpoints)
+                     checkpoints, verifier)
+    container.admin = CounterpartAdmin(container, poll_interval_s=settings.config_poll_interval_s)
+    return container
 
 
 def open_keys(settings: Settings) -> KeyStore | None:

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = Field(86400.0, ge=86400, description="how long an Idempotency-Key's response is kept")
     audit_checkpoint_interval_s: float = Field(60.0, gt=0, description="how often a signed checkpoint of the "
                                                                        "exchange log is written")
+    config_poll_interval_s: float = Field(2.0, gt=0, description="how often a process looks for counterpart "
+                                                                 "changes made by an administrator elsewhere")
     insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
                                                       "client; refused unless the gateway listens on loopback")
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, mod
 
 from gateway.canonical.errors import ConfigError, WireDecodeError
 from gateway.canonical.messages import Domain, RecordKind, ReferralKind, RiskLevel
-from security.parties import PinError, PinnedKey, load_pin
+from security.parties import PinError, PinnedKey, load_pin, parse_pin
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
 RETRYABLE_STATUSES = (408, 429, 502, 503, 504)
@@ -48,8 +48,8 @@ class Instance(_Strict):
     retry: RetryPolicy = RetryPolicy()
     breaker: BreakerPolicy = BreakerPolicy()
     keys: tuple[str, ...] = Field(
-        (), description="files (relative to this file) of the instance's pinned keys: PEM certificate, PEM public "
-                        "key or JWK; its responses and callbacks must verify with one of them"
+        (), description="the instance's pinned keys, each a file (relative to this file) or inline: PEM "
+                        "certificate, PEM public key or JWK; its responses and callbacks must verify with one"
     )
     revoked_keys: tuple[str, ...] = Field(
         (), description="SHA-256 fingerprints of pinned certificates (or RFC 7638 thumbprints of pinned keys) "
@@ -297,7 +297,10 @@ def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple
         keys = []
         for j, name in enumerate(inst.keys):
             try:
-                keys.append(load_pin((counterparts_file.parent / name).resolve()))
+                if name.lstrip().startswith(("-----BEGIN", "{")):  # given inline, e.g. through the admin API
+                    keys.append(parse_pin(name.encode()))
+                else:
+                    keys.append(load_pin((counterparts_file.parent / name).resolve()))
             except PinError as exc:
                 errors.append(f"{counterparts_file}: instances.{i}.keys.{j}: {exc}")
         pins[inst.name] = tuple(keys)

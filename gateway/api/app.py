@@ -11,7 +11,7 @@ from gateway import __doc__ as summary
 from gateway.api import problems
 from gateway.api.auth import PUBLIC_PATHS, Authenticate
 from gateway.api.idempotency import Idempotency
-from gateway.api.routes import deliveries, documents, inbound, keys, messages, ops, sla
+from gateway.api.routes import admin, deliveries, documents, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
 
@@ -42,6 +42,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     problems.install(app)
     app.openapi = lambda: _openapi_with_security(app)  # type: ignore[method-assign]
     app.include_router(messages.router)
+    app.include_router(admin.router)
     app.include_router(documents.router)
     app.include_router(inbound.router)
     app.include_router(deliveries.router)

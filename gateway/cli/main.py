@@ -15,6 +15,7 @@ from gateway.canonical.errors import ConfigError
 from gateway.cli.audit import audit_app
 from gateway.cli.keys import keys_app
 from gateway.cli.clients import clients_app
+from gateway.cli.counterparts import counterparts_app
 from gateway.config import ROOT, Settings
 from gateway.sla.cli import sla_app
 
@@ -24,6 +25,7 @@ app.add_typer(db_app, name="db")
 app.add_typer(audit_app, name="audit")
 app.add_typer(keys_app, name="keys")
 app.add_typer(clients_app, name="clients")
+app.add_typer(counterparts_app, name="counterparts")
 app.add_typer(sla_app, name="sla")
 mappings_app = typer.Typer(help="Mapping files (code tables, routing matrix, counterparts)", no_args_is_help=True)
 app.add_typer(mappings_app, name="mappings")

@@ -103,6 +103,11 @@ class DeliveryWorker:
         self._stopping = False
         self._main: asyncio.Task | None = None
 
+    def reconfigure(self, mappings: Mappings) -> None:
+        """A live counterpart change: attempts started from now on use it; retry state lives in the store."""
+        self.mappings = mappings
+        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
+
     # --- direct dispatch from acceptance ---------------------------------------------------------
 
     @property

@@ -58,6 +58,12 @@ class CounterpartVerifier:
         self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=nonces, clock=clock)
                       for name in pins}
 
+    def reconfigure(self, *, mappings: Mappings, pins: dict[str, tuple[PinnedKey, ...]]) -> None:
+        self.mappings = mappings
+        self.pins = pins
+        self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=self.nonces, clock=self.clock)
+                      for name in pins}
+
     def _resolver(self, name: str):  # noqa: ANN202
         def resolve(kid: str) -> PublicKey | None:
             inst = self.mappings.instance(name)

@@ -217,3 +217,14 @@ idempotency_keys = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 Index("ix_idempotency_expires", idempotency_keys.c.expires_at)
+
+# Counterpart configuration changed by administrators: each change a new version; every process applies the latest.
+counterpart_config = Table(
+    "counterpart_config",
+    metadata,
+    Column("version", BigId, primary_key=True, autoincrement=True),
+    Column("document", Text, nullable=False),  # the whole counterparts file as JSON, validated before it is kept
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("changed_by", String(100), nullable=False),
+    Column("change", Text, nullable=False),  # what changed: instance, before, after
+)
