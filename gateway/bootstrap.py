@@ -35,6 +35,7 @@ from gateway.storage.clients import ClientStore
 from gateway.storage.db import Engines, create_engines, migrate
 from gateway.storage.idempotency import IdempotencyStore
 from gateway.storage.nonces import SqlNonceStore
+from gateway.storage.personal import PersonSeal
 from gateway.storage.store import Store
 from security.keys import KeyStore
 from security.pii import PiiCipher, generate_key
@@ -108,7 +109,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     engines = create_engines(settings.database_url)
     cipher = open_pii(settings)
     exchange_log = ExchangeLog(cipher=cipher)
-    store = Store(engines, exchange_log=exchange_log)
+    store = Store(engines, exchange_log=exchange_log, personal=PersonSeal(cipher))
     keys = open_keys(settings)
     checkpoints = None
     if keys is not None and keys.active_info(channel="json") is not None:

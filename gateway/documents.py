@@ -259,7 +259,11 @@ class DocumentService:
         # Not tied to the request that started it: the requester may go away, the others still get the result.
         task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose))
         self._flying[key] = task
-        task.add_done_callback(lambda _: self._flying.pop(key, None))
+        task.add_done_callback(lambda done: self._forget(key, done))
+
+    def _forget(self, key: Key, task: asyncio.Task | None) -> None:
+        if self._flying.get(key) is task:  # never a newer flight's entry
+            del self._flying[key]
 
     async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
         inst = self.mappings.instance(key.instance)
@@ -281,6 +285,10 @@ class DocumentService:
             # The lease runs out and the sweeper (here or in another process) asks again: nothing is lost.
             log.exception("recording a document result failed", extra={"instance": key.instance})
             return
+        # Landed: the flight row is gone, so the key is free here too. Dropped now, not in a done callback: a
+        # request resumed by this same commit may start the key's next flight (after a failure nothing is
+        # stored), and a stale entry would make _launch skip it, leaving that flight's waiters for the sweeper.
+        self._forget(key, asyncio.current_task())
         for result in accepted:
             self.accepter.notify(result)
 

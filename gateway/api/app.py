@@ -11,7 +11,7 @@ from gateway import __doc__ as summary
 from gateway.api import problems
 from gateway.api.auth import PUBLIC_PATHS, Authenticate
 from gateway.api.idempotency import Idempotency
-from gateway.api.routes import admin, deliveries, documents, inbound, keys, messages, ops, sla
+from gateway.api.routes import admin, audit, deliveries, documents, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
 
@@ -46,6 +46,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     app.include_router(documents.router)
     app.include_router(inbound.router)
     app.include_router(deliveries.router)
+    app.include_router(audit.router)
     app.include_router(sla.router)
     app.include_router(keys.router)
     app.include_router(ops.router)

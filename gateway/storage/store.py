@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.storage.batch import Committer
 from gateway.storage.db import Engines
+from gateway.storage.personal import PersonSeal
 from gateway.storage.tables import cases, deliveries, exchanges, messages, referrals
 
 FINAL_STATES = ("delivered", "dead")
@@ -47,18 +48,24 @@ class ExchangeLogPort(Protocol):
 
 
 class Store:
-    def __init__(self, engines: Engines, *, exchange_log: ExchangeLogPort | None = None) -> None:
+    def __init__(self, engines: Engines, *, exchange_log: ExchangeLogPort | None = None,
+                 personal: PersonSeal | None = None) -> None:
         self.engines = engines
         self.committer = Committer(engines)
         self.exchange_log = exchange_log
+        self.personal = personal
+
+    def _open(self, content: bytes) -> bytes:
+        return self.personal.reveal(content) if self.personal is not None else content
 
     # --- writes, always inside a transaction handed in by the caller; one statement per batch -----
 
-    @staticmethod
-    def insert_messages(conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
+    def insert_messages(self, conn: Connection, rows: list[dict[str, Any]]) -> set[str]:
         """Insert those whose message_id is new; returns the ids inserted."""
         if not rows:
             return set()
+        if self.personal is not None:  # at rest the person is sealed; readers of this store get it back opened
+            rows = [{**r, "content": self.personal.seal(r["content"])} for r in rows]
         stmt = (
             dialect_insert(conn, messages)
             .on_conflict_do_nothing(index_elements=["message_id"])
@@ -89,8 +96,7 @@ class Store:
         )
         conn.execute(stmt, rows)
 
-    @staticmethod
-    def case_registrations(conn: Connection, case_ids: set[str]) -> dict[str, tuple[str, bytes]]:
+    def case_registrations(self, conn: Connection, case_ids: set[str]) -> dict[str, tuple[str, bytes]]:
         """case_id -> (region, content of its case.registered) for the cases known."""
         if not case_ids:
             return {}
@@ -99,7 +105,7 @@ class Store:
             .join(messages, messages.c.message_id == cases.c.registered_message_id)
             .where(cases.c.case_id.in_(case_ids))
         )
-        return {r[0]: (r[1], r[2]) for r in rows}
+        return {r[0]: (r[1], self._open(r[2])) for r in rows}
 
     @staticmethod
     def insert_referrals(conn: Connection, rows: list[dict[str, Any]]) -> None:
@@ -178,9 +184,8 @@ class Store:
 
     # --- claiming ----------------------------------------------------------------------------
 
-    @staticmethod
     def claim_in(
-        conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
+        self, conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
         exclude: Iterable[str] = (), only: Iterable[str] = (),
     ) -> list[ClaimedDelivery]:
         """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED)."""
@@ -231,7 +236,7 @@ class Store:
                 )
             ).all()
         )
-        registrations = Store.case_registrations(conn, {r.case_id for r in claimed})
+        registrations = self.case_registrations(conn, {r.case_id for r in claimed})
         return [
             ClaimedDelivery(r.id, r.message_id, r.counterpart, r.instance, r.attempts, r.first_attempt_at,
                             contents[r.message_id], registrations.get(r.case_id, (None, None))[1])
@@ -315,7 +320,7 @@ class Store:
             async with self.engines.read.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
-                yield row[1], row[2]
+                yield self._open(row[1]), row[2]
             if len(rows) < batch:
                 return
             after = rows[-1][0]

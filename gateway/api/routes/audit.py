@@ -1,0 +1,88 @@
+"""`/v1/audit`: the exchange log for auditors; reading personal data needs a reason and is itself logged."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
+
+from gateway.api.auth import AUTH_PROBLEMS, require
+from gateway.api.deps import ContainerDep
+from gateway.api.schemas import Problem
+from gateway.audit.query import MAX_LIMIT, ExchangeDetail, ExchangePage, ExchangeQueries, export_stream
+from gateway.bootstrap import Container
+from security.access import Principal
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=AUTH_PROBLEMS)
+# Auditors only: an admin configures the gateway but reads no personal data through this API.
+Auditor = Annotated[Principal, require("auditor")]
+Reason = Annotated[str | None, Query(description="why the auditor reads this (kept in the log)")]
+INVALID = {422: {"model": Problem, "description": "A filter, cursor or reason that is not valid"}}
+EXPORTS = {
+    "events": ("application/x-ndjson", "events.jsonl"),
+    "csv": ("text/csv; charset=utf-8", "exchange-log.csv"),
+    "chain": ("application/x-ndjson", "exchange-log.jsonl"),
+}
+
+
+def _queries(c: Container) -> ExchangeQueries:
+    return ExchangeQueries(store=c.store, exchange_log=c.exchange_log, mappings=c.mappings, clock=c.clock,
+                           keys=c.keys)
+
+
+@router.get("/exchanges", response_model=ExchangePage, responses=INVALID)
+async def list_exchanges(
+    c: ContainerDep,
+    caller: Auditor,
+    case_id: str | None = None,
+    iin: Annotated[str | None, Query(description="the person's IIN: searched by its keyed hash, never stored; "
+                                                 "finds the records naming the person and those of their "
+                                                 "cases; the search is logged")] = None,
+    peer: Annotated[str | None, Query(description="a counterpart instance (mio-kz-35) or a counterpart (mio): "
+                                                  "the records exchanged with it")] = None,
+    kind: Annotated[str | None, Query(description="received, reply, derived, attempt, refused, read, lookup, "
+                                                  "document, audit-read, audit-search, audit-export...")] = None,
+    result: Annotated[str | None, Query(description="accepted, delivered, retry, dead, refused, served...")] = None,
+    status_code: Annotated[int | None, Query(ge=100, le=599)] = None,
+    since: Annotated[datetime | None, Query(description="records at or after (RFC 3339, with an offset)")] = None,
+    until: Annotated[datetime | None, Query(description="records before (RFC 3339, with an offset)")] = None,
+    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
+    reason: Reason = None,
+) -> ExchangePage:
+    """Exchange-log records in seq order: metadata only, no raw bytes and no personal data."""
+    return await _queries(c).list_exchanges(principal=caller, case_id=case_id, iin=iin, peer=peer, kind=kind,
+                                            result=result, status_code=status_code, since=since, until=until,
+                                            cursor=cursor, limit=limit, reason=reason)
+
+
+@router.get("/exchanges/{seq}", response_model=ExchangeDetail,
+            responses={404: {"model": Problem}, 422: {"model": Problem, "description": "No `reason` given"}})
+async def exchange_detail(seq: int, c: ContainerDep, caller: Auditor, reason: Reason = None) -> ExchangeDetail:
+    """One record with its clear wire bytes, hash, chain-link and signature checks and covering checkpoint.
+
+    `reason` is required: the read is appended to the exchange log (`audit-read`) before the answer is sent."""
+    return await _queries(c).exchange_detail(seq=seq, principal=caller, reason=reason)
+
+
+@router.get("/export", response_class=StreamingResponse, responses={
+    200: {"description": "events: canonical messages with received_at, IIN masked (JSON lines); csv: the "
+                         "exchange log's metadata columns; chain: the log with hashes and checkpoints, for "
+                         "`gateway audit verify --file` (JSON lines)",
+          "content": {"application/x-ndjson": {}, "text/csv": {}}},
+    **INVALID})
+async def export(
+    c: ContainerDep,
+    caller: Auditor,
+    format: Literal["events", "csv", "chain"] = "events",
+    until: Annotated[datetime | None, Query(description="events only: messages received up to this time")] = None,
+    reason: Reason = None,
+) -> StreamingResponse:
+    """The export `gateway audit export --format` writes, streamed; who took it is logged (`audit-export`)."""
+    body = export_stream(format=format, store=c.store, until=until)
+    await _queries(c).record_export(principal=caller, format=format, reason=reason)
+    media_type, filename = EXPORTS[format]
+    return StreamingResponse(body, media_type=media_type,
+                             headers={"Content-Disposition": f'attachment; filename="{filename}"'})
