@@ -1,11 +1,13 @@
 """Gateway-mediated delivery vs direct calls to the same МИО simulator, measured in one run.
 
 Usage: .venv/bin/python -m bench.throughput [--messages 5000] [--concurrency 32] [--latency-messages 300]
-       [--signed | --compare-signing]
+       [--signed | --compare-signing | --compare-logging] [--repeat 1]
 
 Unsigned runs are the security-off baseline (GATEWAY_INSECURE_NO_AUTH, unsigned simulators); signed runs are
 the production setup: the client signs (RFC 9421), the gateway verifies it, signs what it sends, and verifies
-every response and callback against the simulators' pinned keys.
+every response and callback against the simulators' pinned keys. --compare-logging runs the production setup
+with and without the exchange log (GATEWAY_INSECURE_NO_EXCHANGE_LOG). Comparisons alternate the two setups
+--repeat times and report medians, so a noisy moment on the shared machine does not pick the winner.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,6 +136,15 @@ def _system_client(tmp: Path, database_url: str):  # noqa: ANN202
     return sign
 
 
+def _cpu(procs: list[subprocess.Popen]) -> dict[str, float]:
+    """CPU seconds (user + system) so far of the load generator and each child: where a message's cost goes."""
+    out = {"loadgen": sum(os.times()[:2])}
+    for name, p in zip(("mio", "probation", "gateway"), procs):
+        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return out
+
+
 def run(args: argparse.Namespace) -> dict:
     tmp = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
     gw_port, mio_port, prob_port = free_port(), free_port(), free_port()
@@ -160,6 +172,8 @@ def run(args: argparse.Namespace) -> dict:
             ensure_party_key(peer_keys, name)
     else:
         env.update(GATEWAY_INSECURE_NO_AUTH="true")
+    if getattr(args, "no_log", False):
+        env.update(GATEWAY_INSECURE_NO_EXCHANGE_LOG="true")
     procs = [
         _spawn(_sim_cmd("adapters.mio.simulator.create_app", mio_port, keys=peer_keys, name="mio-kz-35",
                         callback_url=f"{gw_url}/v1/inbound/mio"), env, tmp / "mio.log"),
@@ -182,7 +196,8 @@ def run(args: argparse.Namespace) -> dict:
         assert reg.statuses == {202: len(cases)}, reg.statuses
         case_ids = [c["case_id"] for c in cases]
         out: dict = {"messages": args.messages, "concurrency": args.concurrency,
-                     "store": env["GATEWAY_DATABASE_URL"].split(":")[0], "signed": args.signed}
+                     "store": env["GATEWAY_DATABASE_URL"].split(":")[0], "signed": args.signed,
+                     "exchange_log": not getattr(args, "no_log", False)}
 
         # 1. Added latency at light load (one client, one message at a time).
         _reset(mio_url)
@@ -207,11 +222,14 @@ def run(args: argparse.Namespace) -> dict:
         _reset(mio_url)
         via = _referrals(samples, case_ids, args.messages)
         bodies = [orjson.dumps(m) for m in via]
+        cpu0 = _cpu(procs)
         t0 = time.time()
         g = asyncio.run(post_all(gw_url, "/v1/messages", bodies, concurrency=args.concurrency, sign=sign))
         assert g.statuses == {202: len(via)}, g.statuses
         last = _wait_unique(mio_url, len(via))
         stats = _stats(mio_url)
+        cpu = {name: round((b - a) * 1000 / args.messages, 3)
+               for (name, a), b in zip(cpu0.items(), _cpu(procs).values())}
         out["throughput"] = {
             "direct_msgs_per_s": direct_rate,
             "accepted_msgs_per_s": args.messages / g.elapsed,
@@ -220,6 +238,7 @@ def run(args: argparse.Namespace) -> dict:
             "gateway_delivered_msgs_per_s": args.messages / (last - t0),
             "ratio_gateway_to_direct": (args.messages / (last - t0)) / direct_rate,
             "duplicates_at_simulator": stats["duplicates"],
+            "cpu_ms_per_message": cpu,
         }
 
         # 3. Acceptance alone: a second gateway on a fresh store with its worker off (messages queue).
@@ -258,18 +277,36 @@ def main() -> None:
     parser.add_argument("--signed", action="store_true", help="the gateway signs what it sends (RFC 9421)")
     parser.add_argument("--compare-signing", action="store_true",
                         help="run unsigned then signed, and report what signing costs")
+    parser.add_argument("--compare-logging", action="store_true",
+                        help="run signed without then with the exchange log, and report what logging costs")
+    parser.add_argument("--repeat", type=int, default=1, help="comparisons: alternate the two setups N times")
     args = parser.parse_args()
-    if not args.compare_signing:
+    if args.compare_signing:
+        variants = {"unsigned": {"signed": False}, "signed": {"signed": True}}
+    elif args.compare_logging:
+        variants = {"unlogged": {"signed": True, "no_log": True}, "logged": {"signed": True}}
+    else:
         print(json.dumps(run(args), indent=2))
         return
-    plain = run(argparse.Namespace(**{**vars(args), "signed": False}))
-    signed = run(argparse.Namespace(**{**vars(args), "signed": True}))
-    key = "gateway_delivered_msgs_per_s"
-    print(json.dumps({"unsigned": plain, "signed": signed,
-                      "signing_cost_share": 1 - signed["throughput"][key] / plain["throughput"][key],
-                      "accept_cost_share": 1 - signed["accept_only"]["accepted_msgs_per_s"]
-                      / plain["accept_only"]["accepted_msgs_per_s"]}, indent=2))
+    runs: dict[str, list[dict]] = {name: [] for name in variants}
+    for _ in range(args.repeat):
+        for name, overrides in variants.items():
+            runs[name].append(run(argparse.Namespace(**{**vars(args), **overrides})))
+    (base, base_runs), (other, other_runs) = runs.items()
 
+    def median(rs: list[dict], section: str, key: str) -> float:
+        return statistics.median(r[section][key] for r in rs)
+
+    delivered = ("throughput", "gateway_delivered_msgs_per_s")
+    accepted = ("accept_only", "accepted_msgs_per_s")
+    summary = {
+        f"{name}_{label}": [round(r[sec][key], 1) for r in rs]
+        for name, rs in runs.items() for label, (sec, key) in (("delivered", delivered), ("accept_only", accepted))
+    }
+    cost = "signing" if args.compare_signing else "logging"
+    summary[f"{cost}_cost_share"] = 1 - median(other_runs, *delivered) / median(base_runs, *delivered)
+    summary[f"{cost}_accept_cost_share"] = 1 - median(other_runs, *accepted) / median(base_runs, *accepted)
+    print(json.dumps({"runs": runs, "summary": summary}, indent=2))
 
 if __name__ == "__main__":
     main()

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import dataclass
 
 from gateway.canonical.errors import GatewayError
@@ -103,14 +104,16 @@ class Authenticator:
     """Identity only from a verified RFC 9421 signature, XML signature or bearer token; never from a header."""
 
     def __init__(self, *, directory: ClientDirectory, counterparts: CounterpartVerifier, mappings: Mappings,
-                 nonces: NonceStore, clock: Clock, base_url: str, insecure_no_auth: bool = False) -> None:
+                 nonces: NonceStore, clock: Clock, base_url: str, insecure_no_auth: bool = False,
+                 executor: Executor | None = None) -> None:
         self.directory = directory
         self.counterparts = counterparts
         self.mappings = mappings
         self.clock = clock
         self.base_url = base_url.rstrip("/")
         self.insecure_no_auth = insecure_no_auth
-        self._clients_verifier = HttpVerifier(resolve_key=self._client_key, nonces=nonces, clock=clock)
+        self._clients_verifier = HttpVerifier(resolve_key=self._client_key, nonces=nonces, clock=clock,
+                                              executor=executor)
         self._resolved: dict[str, _Client] = {}
 
     def _client_key(self, kid: str) -> PublicKey | None:

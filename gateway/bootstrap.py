@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -103,13 +104,21 @@ class Container:
         await self.engines.dispose()
 
 
+LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
 def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
     mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
     pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
     engines = create_engines(settings.database_url)
     cipher = open_pii(settings)
     exchange_log = ExchangeLog(cipher=cipher)
-    store = Store(engines, exchange_log=exchange_log, personal=PersonSeal(cipher))
+    if settings.insecure_no_exchange_log:
+        if settings.host not in LOOPBACK:
+            raise ConfigError("GATEWAY_INSECURE_NO_EXCHANGE_LOG is for benchmarks on loopback only")
+        log.warning("INSECURE: hops are not written to the exchange log (GATEWAY_INSECURE_NO_EXCHANGE_LOG)")
+    store = Store(engines, exchange_log=None if settings.insecure_no_exchange_log else exchange_log,
+                  personal=PersonSeal(cipher))
     keys = open_keys(settings)
     checkpoints = None
     if keys is not None and keys.active_info(channel="json") is not None:
@@ -119,7 +128,8 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     else:
         log.warning("the exchange log gets no signed checkpoints without an active json key")
     nonces = SqlNonceStore(store=store, clock=clock)
-    verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock)
+    crypto = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+    verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock, executor=crypto)
     metrics = Metrics()
     adapters = build_adapters()
     transport = transport or HttpxTransport()
@@ -165,12 +175,12 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                                       interval_s=settings.sla_check_interval_s)
     clients = ClientStore(store)
     if settings.insecure_no_auth:
-        if settings.host not in ("127.0.0.1", "::1", "localhost"):
+        if settings.host not in LOOPBACK:
             raise ConfigError("GATEWAY_INSECURE_NO_AUTH is for benchmarks on loopback only")
         log.warning("INSECURE: unsigned calls are accepted as the system client (GATEWAY_INSECURE_NO_AUTH)")
     authenticator = Authenticator(directory=ClientDirectory(clients), counterparts=verifier, mappings=mappings,
                                   nonces=nonces, clock=clock, base_url=settings.base_url,
-                                  insecure_no_auth=settings.insecure_no_auth)
+                                  insecure_no_auth=settings.insecure_no_auth, executor=crypto)
     events = SecurityEvents(store=store, clock=clock)
     documents = DocumentService(store=store, mappings=mappings, adapters=adapters, transport=transport, signer=signer,
                                 verifier=verifier, accepter=accepter, cipher=cipher, clock=clock,

@@ -44,6 +44,9 @@ class Settings(BaseSettings):
                                                                  "changes made by an administrator elsewhere")
     insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
                                                       "client; refused unless the gateway listens on loopback")
+    insecure_no_exchange_log: bool = Field(False, description="benchmarks only: hops are not written to the "
+                                                              "exchange log (the logging-cost baseline); refused "
+                                                              "unless the gateway listens on loopback")
 
     @property
     def counterparts_path(self) -> Path:

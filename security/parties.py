@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -37,8 +38,8 @@ class PinnedKey:
     public_key: PublicKey
     certificate: x509.Certificate | None = None
 
-    @property
-    def fingerprint(self) -> str | None:
+    @functools.cached_property
+    def fingerprint(self) -> str | None:  # asked on every verification: computed once
         return fingerprint(self.certificate) if self.certificate is not None else None
 
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -50,18 +53,21 @@ class CounterpartVerifier:
     """Per instance: RFC 9421 for the JSON counterparts, XML signatures for ЦОН; a shared nonce store."""
 
     def __init__(self, *, mappings: Mappings, pins: dict[str, tuple[PinnedKey, ...]], nonces: NonceStore,
-                 clock: Clock) -> None:
+                 clock: Clock, executor: Executor | None = None) -> None:
         self.mappings = mappings
+        self.executor = executor
         self.pins = pins
         self.nonces = nonces
         self.clock = clock
-        self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=nonces, clock=clock)
+        self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=nonces, clock=clock,
+                                        executor=executor)
                       for name in pins}
 
     def reconfigure(self, *, mappings: Mappings, pins: dict[str, tuple[PinnedKey, ...]]) -> None:
         self.mappings = mappings
         self.pins = pins
-        self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=self.nonces, clock=self.clock)
+        self._http = {name: HttpVerifier(resolve_key=self._resolver(name), nonces=self.nonces, clock=self.clock,
+                                        executor=self.executor)
                       for name in pins}
 
     def _resolver(self, name: str):  # noqa: ANN202
@@ -117,7 +123,12 @@ class CounterpartVerifier:
             raise CounterpartSignatureError("unknown-key", "no certificate pinned for "
                                             + ", ".join(i.name for i in instances))
         try:
-            verified = verify_envelope(body, trusted=trusted, now=now, revoked=revoked)
+            if self.executor is None:
+                verified = verify_envelope(body, trusted=trusted, now=now, revoked=revoked)
+            else:  # a millisecond or two of parsing and RSA/ECDSA: off the event loop
+                verified = await asyncio.get_running_loop().run_in_executor(
+                    self.executor, functools.partial(verify_envelope, body, trusted=trusted, now=now,
+                                                     revoked=revoked))
         except XmlSignatureError as exc:
             raise CounterpartSignatureError(exc.reason, str(exc)) from exc
         fp = fingerprint(verified.certificate)

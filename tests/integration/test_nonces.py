@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from datetime import datetime, timedelta, timezone
 
 from gateway.pipeline.ports import system_clock
@@ -17,13 +19,31 @@ async def test_a_nonce_is_recorded_once_across_processes_until_it_expires(databa
     try:
         a = SqlNonceStore(store=Store(first), clock=system_clock)
         b = SqlNonceStore(store=Store(second), clock=system_clock)
+        run = uuid.uuid4().hex  # the PostgreSQL test database outlives a run
         soon = datetime.now(timezone.utc) + timedelta(minutes=5)
-        assert await a.seen_or_add("n-1", keyid="k", expires_at=soon) is False
-        assert await b.seen_or_add("n-1", keyid="k", expires_at=soon) is True  # the replay, elsewhere
-        assert await b.seen_or_add("n-1", keyid="other-client", expires_at=soon) is False  # per sender
+        assert await a.seen_or_add(f"{run}-1", keyid="k", expires_at=soon) is False
+        assert await b.seen_or_add(f"{run}-1", keyid="k", expires_at=soon) is True  # the replay, elsewhere
+        assert await b.seen_or_add(f"{run}-1", keyid="other-client", expires_at=soon) is False  # per sender
         past = datetime.now(timezone.utc) - timedelta(seconds=1)
-        assert await a.seen_or_add("n-2", keyid="k", expires_at=past) is False
-        assert await b.seen_or_add("n-2", keyid="k", expires_at=soon) is False  # expired: purged, reusable
+        assert await a.seen_or_add(f"{run}-2", keyid="k", expires_at=past) is False
+        assert await b.seen_or_add(f"{run}-2", keyid="k", expires_at=soon) is False  # expired: purged, reusable
     finally:
         await first.dispose()
         await second.dispose()
+
+
+async def test_one_batch_with_a_pair_twice_records_it_once(database_url: str) -> None:
+    engines = create_engines(database_url)
+    await migrate(engines)
+    try:
+        store = SqlNonceStore(store=Store(engines), clock=system_clock)
+        soon = datetime.now(timezone.utc) + timedelta(minutes=5)
+        run = uuid.uuid4().hex  # the PostgreSQL test database outlives a run
+        # Submitted together: on SQLite the committer hands them to one statement; on PostgreSQL they race.
+        names = ("x", "y", "x", "z", "y", "x")
+        results = await asyncio.gather(*(store.seen_or_add(f"{run}-{n}", keyid="k", expires_at=soon) for n in names))
+        for name in set(names):  # whichever came first is new, every other occurrence a replay
+            assert sorted(r for n, r in zip(names, results) if n == name) == [False] + [True] * (names.count(name) - 1)
+        assert await store.seen_or_add(f"{run}-z", keyid="k", expires_at=soon) is True
+    finally:
+        await engines.dispose()
