@@ -47,6 +47,9 @@ from security.pii import PiiCipher
 log = logging.getLogger("gateway.documents")
 
 
+VALID_CACHE_SIZE = 10_000
+
+
 class NoInstance(GatewayError):
     slug = "no-instance"
     status = 503
@@ -118,6 +121,9 @@ class DocumentService:
         self._sweeper: asyncio.Task | None = None
         self._served = 0
         self._hits = 0
+        # Valid records this process has read: a stored record never changes while valid, and a newer one is only
+        # fetched after it expires, so a copy here answers exactly as the store would until its expires_at.
+        self._valid: dict[Key, Any] = {}
 
     # --- lifecycle -----------------------------------------------------------------------------
 
@@ -197,8 +203,18 @@ class DocumentService:
                 "fetched_at": record.fetched_at.isoformat(), "valid_until": record.expires_at.isoformat()}
 
     async def _valid_record(self, key: Key, now: datetime) -> Any:
+        known = self._valid.get(key)
+        if known is not None:
+            if known.expires_at > now:
+                return known
+            del self._valid[key]
         async with self.store.engines.read.connect() as conn:
-            return (await conn.execute(select(records).where(key.where(records), records.c.expires_at > now))).first()
+            record = (await conn.execute(select(records).where(key.where(records), records.c.expires_at > now))).first()
+        if record is not None:
+            if len(self._valid) >= VALID_CACHE_SIZE:
+                self._valid.pop(next(iter(self._valid)))  # the oldest entry
+            self._valid[key] = record
+        return record
 
     def _read_event(self, request: dict[str, Any], record_id: int, now: datetime) -> dict[str, Any]:
         # Every read of a record, by whom and for which request; the record itself is not copied here.
