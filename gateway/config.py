@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,11 @@ class Settings(BaseSettings):
                                                                        "exchange log is written")
     config_poll_interval_s: float = Field(2.0, gt=0, description="how often a process looks for counterpart "
                                                                  "changes made by an administrator elsewhere")
+    tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; chain after it)")
+    tls_key_file: Path | None = Field(None, description="the private key of tls_cert_file (PEM)")
+    tls_client_ca_file: Path | None = Field(None, description="mutual TLS: a connection must present a client "
+                                                              "certificate issued by these CAs (PEM); identity "
+                                                              "still comes only from the signature or token")
     insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
                                                       "client; refused unless the gateway listens on loopback")
     insecure_no_exchange_log: bool = Field(False, description="benchmarks only: hops are not written to the "
@@ -52,6 +57,15 @@ class Settings(BaseSettings):
     def counterparts_path(self) -> Path:
         return self.counterparts_file or self.mappings_dir / "counterparts.yaml"
 
+    @model_validator(mode="after")
+    def _tls_complete(self) -> "Settings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
+
     @property
     def base_url(self) -> str:
-        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+        scheme = "https" if self.tls_cert_file is not None else "http"
+        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")

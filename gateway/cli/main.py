@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import typer
+from pydantic import ValidationError
 
 from gateway.canonical.errors import ConfigError
 from gateway.cli.audit import audit_app
@@ -46,6 +47,9 @@ def serve(
     port: int = typer.Option(None, help="port (default 8080)"),
     database_url: str = typer.Option(None, help="SQLite (default) or postgresql+asyncpg://..."),
     worker: bool = typer.Option(None, "--worker/--no-worker", help="run the delivery worker in this process"),
+    tls_cert: Path = typer.Option(None, help="serve HTTPS with this certificate (PEM)"),
+    tls_key: Path = typer.Option(None, help="the certificate's private key (PEM)"),
+    client_ca: Path = typer.Option(None, help="mutual TLS: require client certificates issued by these CAs (PEM)"),
 ) -> None:
     """Run the gateway API (and, by default, its delivery worker)."""
     from gateway.api.app import create_app
@@ -53,7 +57,11 @@ def serve(
     from gateway.cli.servers import run, serve_all, server
     from gateway.observability import configure_logging
 
-    settings = _settings(host=host, port=port, database_url=database_url, worker=worker)
+    try:
+        settings = _settings(host=host, port=port, database_url=database_url, worker=worker, tls_cert_file=tls_cert,
+                             tls_key_file=tls_key, tls_client_ca_file=client_ca)
+    except ValidationError as exc:
+        _fail(str(exc))
     configure_logging(settings.log_level)
     try:
         container = build(settings)
@@ -62,7 +70,8 @@ def serve(
     # Through logging, not a bare echo: once logging is configured, stderr carries JSON lines only.
     logging.getLogger("gateway").info(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})")
     run(serve_all([server(create_app(settings, container=container), host=settings.host,
-                                  port=settings.port, log_level=settings.log_level.lower())]))
+                          port=settings.port, log_level=settings.log_level.lower(), tls_cert=settings.tls_cert_file,
+                          tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file)]))
 
 
 @app.command("worker")

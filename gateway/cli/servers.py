@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 from typing import Any, Coroutine, TypeVar
 
@@ -31,9 +32,16 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
-def server(app: Any, *, host: str, port: int, log_level: str = "warning") -> uvicorn.Server:
+def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
+           tls_key: Path | None = None, client_ca: Path | None = None) -> uvicorn.Server:
+    """uvicorn for one app; with `client_ca`, the TLS handshake refuses a client without a certificate it issued."""
+    tls: dict[str, Any] = {}
+    if tls_cert is not None:
+        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key) if tls_key else None}
+        if client_ca is not None:
+            tls |= {"ssl_ca_certs": str(client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="on", log_config=None, timeout_graceful_shutdown=5)
+                            lifespan="on", log_config=None, timeout_graceful_shutdown=5, **tls)
     return uvicorn.Server(config)
 
 
