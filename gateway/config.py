@@ -37,6 +37,8 @@ class Settings(BaseSettings):
                                 description="development fallback for pii_keys/pii_hash_key, created mode 0600")
     document_lease_s: float = Field(60.0, gt=0, description="an upstream document call unfinished after this "
                                                             "is taken over by another process")
+    document_sweep_interval_s: float = Field(5.0, gt=0, description="how often flights whose lease ran out are "
+                                                                    "looked for")
     idempotency_ttl_s: float = Field(86400.0, ge=86400, description="how long an Idempotency-Key's response is kept")
     audit_checkpoint_interval_s: float = Field(60.0, gt=0, description="how often a signed checkpoint of the "
                                                                        "exchange log is written")
@@ -44,6 +46,7 @@ class Settings(BaseSettings):
                                                                  "changes made by an administrator elsewhere")
     tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; chain after it)")
     tls_key_file: Path | None = Field(None, description="the private key of tls_cert_file (PEM)")
+    tls_key_password: SecretStr | None = Field(None, description="the passphrase of an encrypted tls_key_file")
     tls_client_ca_file: Path | None = Field(None, description="mutual TLS: a connection must present a client "
                                                               "certificate issued by these CAs (PEM); identity "
                                                               "still comes only from the signature or token")
@@ -68,4 +71,5 @@ class Settings(BaseSettings):
     @property
     def base_url(self) -> str:
         scheme = "https" if self.tls_cert_file is not None else "http"
-        return (self.public_url or f"{scheme}://{self.host}:{self.port}").rstrip("/")
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 literal, as clients write the URI
+        return (self.public_url or f"{scheme}://{host}:{self.port}").rstrip("/")

@@ -118,6 +118,7 @@ class DocumentService:
         self.router = Router(mappings)
         self.process = f"p-{uuid.uuid4().hex[:12]}"
         self._flying: dict[Key, asyncio.Task] = {}
+        self._leaders: dict[Key, str] = {}  # the flight row's leader for each flight of this process
         self._sweeper: asyncio.Task | None = None
         self._served = 0
         self._hits = 0
@@ -269,17 +270,19 @@ class DocumentService:
 
     # --- the upstream call ---------------------------------------------------------------------
 
-    def _launch(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
-        if key in self._flying:
+    def _launch(self, key: Key, *, leader: str, iin: str, purpose: str, superseding: bool = False) -> None:
+        if key in self._flying and not superseding:
             return
         # Not tied to the request that started it: the requester may go away, the others still get the result.
         task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose))
         self._flying[key] = task
+        self._leaders[key] = leader
         task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, key: Key, task: asyncio.Task | None) -> None:
         if self._flying.get(key) is task:  # never a newer flight's entry
             del self._flying[key]
+            self._leaders.pop(key, None)
 
     async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
         inst = self.mappings.instance(key.instance)
@@ -379,7 +382,14 @@ class DocumentService:
             key, now = landing.key, landing.now
             # First: this takes the flight row's lock, so requests joining right now are committed before we
             # resolve the waiting ones below (or they see our record and resolve themselves).
-            conn.execute(delete(flights).where(key.where(flights), flights.c.leader == landing.leader))
+            owner = conn.execute(delete(flights).where(key.where(flights),
+                                                       flights.c.leader == landing.leader)).rowcount == 1
+            if not owner:
+                # The lease ran out and another flight took over: it stores the record and resolves the waiting
+                # requests, so a record stays unchanged while valid (processes keep copies until expires_at).
+                self.store.insert_exchanges(conn, landing.exchanges)
+                out.append([])
+                continue
             record_id = None
             result = landing.result
             if result is not None:
@@ -468,8 +478,11 @@ class DocumentService:
                 log.exception("document sweep failed")
 
     async def sweep(self) -> int:
-        """Take over flights whose leader died (lease over) and ask again for their waiting requests."""
+        """Renew this process's flights; take over those whose leader died (lease over) and ask again."""
         now = self.clock()
+        if self._leaders:
+            # A slow upstream call keeps its flight while this process lives; only a silent process loses it.
+            await self.store.committer.submit(self._renew, (list(self._leaders.items()), now + self.lease))
         async with self.store.engines.read.connect() as conn:
             stale = (await conn.execute(select(flights).where(flights.c.lease_until < now))).all()
         taken = 0
@@ -480,9 +493,17 @@ class DocumentService:
             if pending is None:
                 continue
             iin = self.cipher.decrypt(pending.iin, context="iin")
-            self._launch(key, leader=leader, iin=iin, purpose=pending.purpose)
+            # A flight of this process that lost its lease (the process stalled) lands as a non-owner: superseded.
+            self._launch(key, leader=leader, iin=iin, purpose=pending.purpose, superseding=True)
             taken += 1
         return taken
+
+    def _renew(self, conn: Connection, items: list[tuple[list[tuple[Key, str]], datetime]]) -> list[None]:
+        for leaders, until in items:
+            for key, leader in leaders:
+                conn.execute(update(flights).where(key.where(flights), flights.c.leader == leader)
+                             .values(lease_until=until))
+        return [None] * len(items)
 
     def _take_over(self, conn: Connection, items: list[tuple[Key, str, str, datetime]]) -> list[Any]:
         out = []

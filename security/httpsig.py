@@ -561,6 +561,8 @@ class HttpVerifier:
         else:
             good = await asyncio.get_running_loop().run_in_executor(self._executor, _verify_bytes, str(alg), key,
                                                                     signature, base)
+            if good and expires <= _utc(self._clock()):  # it waited for a thread: still inside its window?
+                raise Expired(f"expired at {expires.isoformat()} while waiting to be verified")
         if not good:
             raise BadSignature(f"signature does not verify with the key pinned for {keyid!r}")
 

@@ -71,7 +71,9 @@ def serve(
     logging.getLogger("gateway").info(f"gateway listening on {settings.base_url} (store: {container.engines.dialect})")
     run(serve_all([server(create_app(settings, container=container), host=settings.host,
                           port=settings.port, log_level=settings.log_level.lower(), tls_cert=settings.tls_cert_file,
-                          tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file)]))
+                          tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file,
+                          tls_key_password=settings.tls_key_password.get_secret_value()
+                          if settings.tls_key_password else None)]))
 
 
 @app.command("worker")

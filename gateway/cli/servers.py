@@ -33,11 +33,13 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
 
 
 def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
-           tls_key: Path | None = None, client_ca: Path | None = None) -> uvicorn.Server:
+           tls_key: Path | None = None, tls_key_password: str | None = None,
+           client_ca: Path | None = None) -> uvicorn.Server:
     """uvicorn for one app; with `client_ca`, the TLS handshake refuses a client without a certificate it issued."""
     tls: dict[str, Any] = {}
     if tls_cert is not None:
-        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key) if tls_key else None}
+        tls = {"ssl_certfile": str(tls_cert), "ssl_keyfile": str(tls_key) if tls_key else None,
+               "ssl_keyfile_password": tls_key_password}
         if client_ca is not None:
             tls |= {"ssl_ca_certs": str(client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,

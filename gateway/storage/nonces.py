@@ -45,13 +45,16 @@ class SqlNonceStore:
             # An expired pair may be reused: its signature can no longer verify anyway.
             conn.execute(delete(nonces).where(nonces.c.expires_at <= now))
             self._next_purge = time.monotonic() + PURGE_EVERY_S
-        # A pair twice in one batch is a replay of its first occurrence.
+        # A pair twice in one batch is a replay of its first occurrence. A pair whose keep-until has passed by now
+        # (verification or this batch waited too long) is refused: its record could no longer stop a replay.
         first: dict[tuple[str, str], int] = {}
         rows = []
         for i, (keyid, nonce, expires_at) in enumerate(items):
+            if expires_at <= now:
+                continue
             if (keyid, nonce) not in first:
                 first[(keyid, nonce)] = i
                 rows.append({"keyid": keyid, "nonce": nonce, "expires_at": expires_at, "now": now})
-        inserted = {(r.keyid, r.nonce) for r in conn.execute(self._statement(conn), rows)}
-        return [first[(keyid, nonce)] != i or (keyid, nonce) not in inserted
+        inserted = {(r.keyid, r.nonce) for r in conn.execute(self._statement(conn), rows)} if rows else set()
+        return [first.get((keyid, nonce)) != i or (keyid, nonce) not in inserted
                 for i, (keyid, nonce, _) in enumerate(items)]

@@ -62,6 +62,18 @@ def _query(database_url: str, sql: str, **params: Any) -> list[tuple]:
     return asyncio.run(go())
 
 
+def _execute(database_url: str, sql: str) -> None:
+    async def go() -> None:
+        engine = create_async_engine(database_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+
+
 def _idempotency_rows(database_url: str) -> list[Any]:
     """The Idempotency-Key rows, typed (timestamps as datetimes on both stores)."""
 
@@ -74,6 +86,10 @@ def _idempotency_rows(database_url: str) -> list[Any]:
             await engine.dispose()
 
     return asyncio.run(go())
+
+
+def _count_where(database_url: str, table: str, condition: str) -> int:
+    return _query(database_url, f"SELECT count(*) FROM {table} WHERE {condition}")[0][0]
 
 
 def _count(database_url: str, table: str) -> int:
@@ -688,3 +704,30 @@ def test_bad_document_requests_are_refused_and_store_nothing(stack: Stack) -> No
         assert iin not in r.text and bad_check not in r.text, what  # personal data is never echoed
     assert {t: _count(stack.database_url, t) for t in before} == before
     assert sim_stats(stack.sims["con"])["requests"] == 0
+
+
+def test_a_flight_that_lost_its_lease_does_not_overwrite_the_record(stack: Stack) -> None:
+    # A slow upstream call keeps its flight while its process lives (the sweeper renews the lease). Here the lease
+    # is made to look like that of a dead process while ЦОН takes 2.5 s: a second flight takes the key over. Only
+    # the flight's owner stores the record and answers the requests, so a record never changes while it is valid
+    # (every process may serve its copy until it expires).
+    stack.start_gateway(document_lease_s=1, document_sweep_interval_s=0.3)
+    case_id, iin = _person(stack, seed=909)
+    con = stack.sims["con"]
+    sim_config(con, latency_ms=2500)
+    first = _post_all([stack.gateway_url], [_ask(case_id, iin)], auth=stack.auth)
+    time.sleep(1.2)  # several sweeps: a live flight is renewed, not taken over
+    assert sim_stats(con)["requests"] == 1
+    _execute(stack.database_url, "UPDATE flights SET leader = 'p-gone:0'")  # no longer renewed: lapses in 1 s
+    final = _settle(stack, first)
+    answered = _same_record(list(final.values()))
+    assert sim_stats(con)["requests"] == 2  # the first flight's call and the one that took over
+    wait_for(lambda: _count_where(stack.database_url, "exchange_log", "kind = 'lookup'") == 2,
+             what="both upstream calls in the exchange log, the stale one's too")
+    time.sleep(1.5)  # past both landings, whichever order they came in
+    again = _post_all([stack.gateway_url], [_ask(case_id, iin)], auth=stack.auth)[0]
+    assert again.status_code == 200, again.text
+    # What the requester was given is what the store still serves: same fetch, same validity.
+    assert (again.json()["fetched_at"], again.json()["valid_until"]) == (answered["fetched_at"],
+                                                                          answered["valid_until"])
+    assert sim_stats(con)["requests"] == 2

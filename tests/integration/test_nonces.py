@@ -25,8 +25,12 @@ async def test_a_nonce_is_recorded_once_across_processes_until_it_expires(databa
         assert await b.seen_or_add(f"{run}-1", keyid="k", expires_at=soon) is True  # the replay, elsewhere
         assert await b.seen_or_add(f"{run}-1", keyid="other-client", expires_at=soon) is False  # per sender
         past = datetime.now(timezone.utc) - timedelta(seconds=1)
-        assert await a.seen_or_add(f"{run}-2", keyid="k", expires_at=past) is False
-        assert await b.seen_or_add(f"{run}-2", keyid="k", expires_at=soon) is False  # expired: purged, reusable
+        # Past its keep-until by the time it is written (it waited too long): refused, as a replay could be.
+        assert await a.seen_or_add(f"{run}-2", keyid="k", expires_at=past) is True
+        briefly = datetime.now(timezone.utc) + timedelta(milliseconds=300)
+        assert await a.seen_or_add(f"{run}-3", keyid="k", expires_at=briefly) is False
+        await asyncio.sleep(0.4)
+        assert await b.seen_or_add(f"{run}-3", keyid="k", expires_at=soon) is False  # expired: reusable
     finally:
         await first.dispose()
         await second.dispose()

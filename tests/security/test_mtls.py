@@ -48,12 +48,12 @@ def _issue(name: str, *, issuer: Issued | None = None, ca: bool = False, usage=N
     return cert, key
 
 
-def _write(tmp: Path, name: str, issued: Issued) -> tuple[Path, Path]:
+def _write(tmp: Path, name: str, issued: Issued, password: bytes | None = None) -> tuple[Path, Path]:
     cert, key = issued
     cert_path, key_path = tmp / f"{name}.crt.pem", tmp / f"{name}.key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    encryption = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption))
     return cert_path, key_path
 
 
@@ -62,16 +62,19 @@ def mtls(tmp_path: Path):  # noqa: ANN201
     ca = _issue("probation-gateway test CA", ca=True)
     ca_file, _ = _write(tmp_path, "ca", ca)
     server_cert, server_key = _write(tmp_path, "server", _issue("gateway", issuer=ca, ip="127.0.0.1",
-                                                                   usage=ExtendedKeyUsageOID.SERVER_AUTH))
+                                                                   usage=ExtendedKeyUsageOID.SERVER_AUTH),
+                                     password=b"tls key passphrase")  # an encrypted key, as deployed
     client = _write(tmp_path, "client", _issue("probation-is", issuer=ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH))
     rogue_ca = _issue("someone else's CA", ca=True)
     rogue = _write(tmp_path, "rogue", _issue("probation-is", issuer=rogue_ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH))
     port = free_port()
     settings = Settings(database_url=f"sqlite+aiosqlite:///{tmp_path / 'g.db'}", port=port,
                         counterparts_file=default_counterparts(tmp_path), worker=False, tls_cert_file=server_cert,
-                        tls_key_file=server_key, tls_client_ca_file=ca_file)
+                        tls_key_file=server_key, tls_client_ca_file=ca_file,
+                        tls_key_password="tls key passphrase")
     srv = server(create_app(settings), host="127.0.0.1", port=port, tls_cert=settings.tls_cert_file,
-                 tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file)
+                 tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file,
+                 tls_key_password=settings.tls_key_password.get_secret_value())
     thread = threading.Thread(target=lambda: asyncio.run(srv.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -102,6 +105,10 @@ def test_a_client_certificate_from_the_ca_is_required(mtls) -> None:  # noqa: AN
     for cert in (None, rogue):
         with _client(ca_file, cert) as http, pytest.raises(httpx.TransportError):
             http.get(f"{settings.base_url}/healthz")
+
+
+def test_base_url_of_an_ipv6_host_is_bracketed() -> None:
+    assert Settings(host="::1", port=8443).base_url == "http://[::1]:8443"
 
 
 def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
