@@ -18,6 +18,9 @@ if TYPE_CHECKING:
 Handler = Callable[[Connection, list[Any]], list[Any]]
 
 
+DEFERRED = "gateway.deferred"
+
+
 class Committer:
     """Runs write work in batches; a caller resumes only after its batch has committed."""
 
@@ -29,6 +32,8 @@ class Committer:
         )
         self._queue: asyncio.Queue[tuple[Handler, Any, asyncio.Future]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        # Called once per transaction, last, with what the handlers deferred (conn.info[DEFERRED]).
+        self.before_commit: Callable[[Connection, list[Any]], None] | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -56,6 +61,20 @@ class Committer:
 
     async def _transact(self, work: Callable[[Connection], list[Any]]) -> list[Any]:
         writer = self.engines.sqlite_writer
+        hook = self.before_commit
+        if hook is not None:
+            handlers = work
+
+            def work(conn: Connection) -> list[Any]:
+                # Handlers may leave work for the end of the transaction (the exchange log's one append).
+                conn.info[DEFERRED] = []
+                try:
+                    out = handlers(conn)
+                    hook(conn, conn.info[DEFERRED])
+                    return out
+                finally:
+                    conn.info.pop(DEFERRED, None)
+
         if writer is not None:
             def in_thread() -> list[Any]:
                 with writer.begin() as conn:

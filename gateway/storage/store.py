@@ -11,7 +11,7 @@ from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from gateway.storage.batch import Committer
+from gateway.storage.batch import DEFERRED, Committer
 from gateway.storage.db import Engines
 from gateway.storage.personal import PersonSeal
 from gateway.storage.tables import cases, deliveries, exchanges, messages, referrals
@@ -53,6 +53,8 @@ class Store:
         self.engines = engines
         self.committer = Committer(engines)
         self.exchange_log = exchange_log
+        if exchange_log is not None:
+            self.committer.before_commit = self._append_log
         self.personal = personal
 
     def _open(self, content: bytes) -> bytes:
@@ -138,8 +140,19 @@ class Store:
             extras.append({k: row[k] for k in LOG_ONLY if k in row})
             plain.append({k: v for k, v in row.items() if k not in LOG_ONLY})
         conn.execute(insert(exchanges), plain)
-        if self.exchange_log is not None:
+        if self.exchange_log is None:
+            return
+        deferred = conn.info.get(DEFERRED)
+        if deferred is None:
             self.exchange_log.append(conn, plain, extras)
+        else:  # a group commit: every handler's hops chained in one append at its end (one head read, one insert)
+            deferred.append((plain, extras))
+
+    def _append_log(self, conn: Connection, deferred: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]
+                    ) -> None:
+        if deferred and self.exchange_log is not None:
+            self.exchange_log.append(conn, [r for plain, _ in deferred for r in plain],
+                                     [e for _, extras in deferred for e in extras])
 
     @staticmethod
     def parked_for_cases(conn: Connection, case_ids: set[str]) -> list[tuple[int, str, bytes]]:
