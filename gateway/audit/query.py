@@ -355,11 +355,17 @@ class ExchangeQueries:
 # ---- exports ---------------------------------------------------------------------------------------
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(value: Any) -> Any:
     if isinstance(value, datetime):
         return format_time(value)
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        # Error texts can quote a counterpart's answer: a spreadsheet must not run it as a formula (OWASP).
+        return "'" + value
     return "" if value is None else value
 
 
