@@ -200,6 +200,16 @@ def _iin_search(stack: Stack, case_a: dict[str, Any], case_b: dict[str, Any]) ->
     assert searches[0]["seq"] in again and searches[1]["seq"] not in again
     r = stack.auditor.get("/v1/audit/exchanges", params={"iin": "12345"})
     assert r.status_code == 422 and "12345" not in r.text
+    # The same search with the IIN in the body (kept out of URLs and access logs): the same records, and
+    # the earlier searches of this person, which were logged with the person's keyed hash.
+    posted = stack.auditor.post("/v1/audit/exchanges/search", json={"iin": iin_a, "limit": 500})
+    assert posted.status_code == 200, posted.text
+    found = posted.json()["items"]
+    assert set(again) <= set(_seqs(found)) and {i["kind"] for i in found if i["seq"] not in again} == {"audit-search"}
+    assert iin_a not in posted.text
+    r = stack.auditor.post("/v1/audit/exchanges/search", json={"iin": "12345"})
+    assert r.status_code == 422 and "12345" not in r.text
+    assert stack.admin.post("/v1/audit/exchanges/search", json={"iin": iin_a}).status_code == 403
 
 
 def _detail(stack: Stack, case_a: dict[str, Any], tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
@@ -56,6 +57,30 @@ async def list_exchanges(
     return await _queries(c).list_exchanges(principal=caller, case_id=case_id, iin=iin, peer=peer, kind=kind,
                                             result=result, status_code=status_code, since=since, until=until,
                                             cursor=cursor, limit=limit, reason=reason)
+
+
+class ExchangeSearch(BaseModel):
+    """The filters of `GET /v1/audit/exchanges` in a body, so an IIN never appears in a URL or an access log."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    case_id: str | None = None
+    iin: str | None = Field(None, description="searched by its keyed hash, never stored; the search is logged")
+    peer: str | None = None
+    kind: str | None = None
+    result: str | None = None
+    status_code: int | None = Field(None, ge=100, le=599)
+    since: AwareDatetime | None = None
+    until: AwareDatetime | None = None
+    cursor: str | None = None
+    limit: int = Field(100, ge=1, le=MAX_LIMIT)
+    reason: str | None = Field(None, description="why the auditor searches (kept in the log)")
+
+
+@router.post("/exchanges/search", response_model=ExchangePage, responses=INVALID)
+async def search_exchanges(search: ExchangeSearch, c: ContainerDep, caller: Auditor) -> ExchangePage:
+    """The same search as `GET /v1/audit/exchanges`, with the filters in the body (use it for an IIN)."""
+    return await _queries(c).list_exchanges(principal=caller, **search.model_dump())
 
 
 @router.get("/exchanges/{seq}", response_model=ExchangeDetail,
