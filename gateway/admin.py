@@ -138,6 +138,10 @@ class CounterpartAdmin:
             raise InvalidConfiguration("; ".join(f"{e['pointer']}: {e['detail']}" for e in errors[:5]),
                                        errors=errors) from exc
         mappings = self.c.mappings.model_copy(update={"counterparts": file})
+        bad = [msg for i, msg in mappings.version_errors() if i == index]
+        if bad:
+            raise InvalidConfiguration(f"/mapping_version: {bad[0]}",
+                                       errors=[{"pointer": "/mapping_version", "detail": bad[0]}])
         try:
             pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path)
         except ConfigError as exc:
@@ -219,7 +223,7 @@ class CounterpartAdmin:
                 referral["body"]["kind"] = kind
                 message = parse_message(referral)
         try:
-            wire = adapter.encode(message, mappings=mappings, instance=inst, context=EncodeContext(
+            wire = adapter.encode(message, mappings=mappings.for_instance(inst), instance=inst, context=EncodeContext(
                 now=datetime.now(timezone.utc), case=case if isinstance(case, CaseRegistered) else None))
         except Exception as exc:  # noqa: BLE001
             return {"message_type": message.type, "error": f"{type(exc).__name__}: {exc}"}

@@ -346,7 +346,7 @@ class DocumentService:
                        ) -> tuple[DeliveryFailure | None, RecordResult | None, int | None, datetime, datetime | None]:
         now = self.clock()
         try:
-            wire = adapter.encode_lookup(lookup, mappings=self.mappings, instance=inst,
+            wire = adapter.encode_lookup(lookup, mappings=self.mappings.for_instance(inst), instance=inst,
                                          context=EncodeContext(now=now))
             if self.signer is not None:
                 wire = self.signer.sign(wire, instance=inst)
@@ -368,7 +368,7 @@ class DocumentService:
             return DeliveryFailure(f"response signature refused ({exc.reason}): {exc.detail}", retryable=False), \
                 None, response.status, sent, got
         try:
-            result = adapter.decode_lookup(response, mappings=self.mappings, lookup=lookup,
+            result = adapter.decode_lookup(response, mappings=self.mappings.for_instance(inst), lookup=lookup,
                                            context=DecodeContext(received_at=got))
         except (WireDecodeError, ValidationError, ValueError, KeyError) as exc:
             return DeliveryFailure(f"undecodable answer from {inst.name}: {exc}", retryable=False), None, \

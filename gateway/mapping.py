@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, ValidationError, model_validator
 
 from gateway.canonical.errors import ConfigError, WireDecodeError
 from gateway.canonical.messages import Domain, RecordKind, ReferralKind, RiskLevel
@@ -57,6 +57,10 @@ class Instance(_Strict):
     )
     log_bodies: bool = Field(
         True, description="keep the wire bytes in the exchange log; false: metadata-only, only their SHA-256")
+    mapping_version: int | None = Field(
+        None, ge=1, description="the version of the counterpart's code tables this instance speaks: "
+                                "mappings/codes/<counterpart>.yaml or codes/versions/<counterpart>.v<N>.yaml; "
+                                "none: the current file")
     require_signatures: bool = Field(
         True, description="refuse the instance's unsigned responses and callbacks; false only for a legacy "
                           "system that cannot sign (its traffic is then logged as unverified)"
@@ -196,9 +200,37 @@ class Mappings(_Strict):
     matrix: RoutingMatrixFile
     documents: DocumentKindsFile
     codes: dict[str, CodeTable] = Field(default_factory=dict)
+    # code-file stem (a counterpart) -> version -> its tables: the current file's and those in codes/versions/
+    code_versions: dict[str, dict[int, dict[str, CodeTable]]] = Field(default_factory=dict)
+    _views: dict[tuple[str, int], "Mappings"] = PrivateAttr(default_factory=dict)
 
     def instance(self, name: str) -> Instance | None:
         return next((i for i in self.counterparts.instances if i.name == name), None)
+
+    def version_errors(self) -> list[tuple[int, str]]:
+        """(instance index, message) for each instance naming a code-table version that is not loaded."""
+        out = []
+        for i, inst in enumerate(self.counterparts.instances):
+            have = self.code_versions.get(inst.counterpart, {})
+            if inst.mapping_version is not None and inst.mapping_version not in have:
+                out.append((i, f"no version {inst.mapping_version} of the {inst.counterpart} code tables "
+                               f"(loaded: {', '.join(map(str, sorted(have))) or 'none'})"))
+        return out
+
+    def for_instance(self, inst: Instance) -> "Mappings":
+        """The mappings as `inst` speaks them: its counterpart's tables at the instance's mapping_version."""
+        version = inst.mapping_version
+        if version is None:
+            return self
+        key = (inst.counterpart, version)
+        view = self._views.get(key)
+        if view is None:
+            tables = self.code_versions.get(inst.counterpart, {}).get(version)
+            if tables is None:
+                raise UnknownCode(f"no version {version} of the {inst.counterpart} code tables")
+            view = self.model_copy(update={"codes": {**self.codes, **tables}})
+            self._views[key] = view
+        return view
 
     def table(self, name: str) -> CodeTable:
         try:
@@ -273,20 +305,47 @@ def _cross_check(directory: Path, loaded: dict[str, Any], errors: list[str]) -> 
                                   f" to domain {kinds.kinds[kind].domain!r}, not {rule.domain!r}")
 
 
-def _load_codes(directory: Path, errors: list[str]) -> dict[str, CodeTable]:
+def _load_codes(directory: Path, errors: list[str]
+                ) -> tuple[dict[str, CodeTable], dict[str, dict[int, dict[str, CodeTable]]]]:
     tables: dict[str, CodeTable] = {}
     origin: dict[str, Path] = {}
+    versions: dict[str, dict[int, dict[str, CodeTable]]] = {}
     for path in sorted((directory / "codes").glob("*.yaml")):
         loaded = load_yaml_file(path, CodesFile, errors)
         if loaded is None:
             continue
+        mine = {}
         for name, table in loaded.tables.items():  # type: ignore[attr-defined]
             if name in tables:
                 errors.append(f"{path}: tables.{name}: table also defined in {origin[name]}")
                 continue
-            tables[name] = table.model_copy(update={"name": name})
+            tables[name] = mine[name] = table.model_copy(update={"name": name})
             origin[name] = path
-    return tables
+        versions.setdefault(path.stem, {})[loaded.version] = mine  # type: ignore[attr-defined]
+    # Other versions of a counterpart's tables, for instances that still (or already) speak them.
+    for path in sorted((directory / "codes" / "versions").glob("*.yaml")):
+        stem, _, number = path.stem.rpartition(".v")
+        if not stem or not number.isdigit() or stem not in versions:
+            errors.append(f"{path}: the name must be <code file>.v<N>.yaml, for a file in mappings/codes")
+            continue
+        loaded = load_yaml_file(path, CodesFile, errors)
+        if loaded is None:
+            continue
+        if loaded.version != int(number):  # type: ignore[attr-defined]
+            errors.append(f"{path}: version: {loaded.version} does not match the file name")  # type: ignore[attr-defined]
+            continue
+        if loaded.version in versions[stem]:  # type: ignore[attr-defined]
+            errors.append(f"{path}: version: {number} is already mappings/codes/{stem}.yaml's version")
+            continue
+        current = {n for n, t in tables.items() if origin[n].stem == stem}
+        mine = {}
+        for name, table in loaded.tables.items():  # type: ignore[attr-defined]
+            if name not in current:
+                errors.append(f"{path}: tables.{name}: not a table of mappings/codes/{stem}.yaml")
+                continue
+            mine[name] = table.model_copy(update={"name": name})
+        versions[stem][int(number)] = mine
+    return tables, versions
 
 
 def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple[PinnedKey, ...]]:
@@ -317,8 +376,13 @@ def load_mappings(directory: Path, *, counterparts_file: Path | None = None) -> 
     for key, (filename, schema) in _FILES.items():
         path = counterparts_file if key == "counterparts" and counterparts_file else directory / filename
         loaded[key] = load_yaml_file(path, schema, errors)
-    codes = _load_codes(directory, errors)
+    codes, code_versions = _load_codes(directory, errors)
     _cross_check(directory, loaded, errors)
     if errors:
         raise ConfigError("invalid mappings:\n" + "\n".join(f"  {e}" for e in errors))
-    return Mappings(codes=codes, **loaded)
+    mappings = Mappings(codes=codes, code_versions=code_versions, **loaded)
+    path = counterparts_file or directory / "counterparts.yaml"
+    errors = [f"{path}: instances.{i}.mapping_version: {msg}" for i, msg in mappings.version_errors()]
+    if errors:
+        raise ConfigError("invalid mappings:\n" + "\n".join(f"  {e}" for e in errors))
+    return mappings

@@ -92,3 +92,39 @@ def test_impossible_yaml_date_is_an_error_not_a_crash(tmp_path: Path) -> None:
     result = _check(d)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "routing-matrix.yaml" in result.stderr
+
+
+def _version_file(d: Path, name: str, version: int, table: str = "mio.service") -> Path:
+    (d / "codes" / "versions").mkdir(exist_ok=True)
+    path = d / "codes" / "versions" / name
+    path.write_text(f"version: {version}\ntables:\n  {table}:\n    codes:\n      shelter.placement: SHELTER_V2\n")
+    return path
+
+
+def test_a_code_table_version_is_checked_like_the_current_file(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    good = _version_file(d, "mio.v2.yaml", 2)
+    assert _check(d).returncode == 0
+    good.unlink()
+    cases = [
+        (_version_file(d, "mio.v3.yaml", 4), "version: 4 does not match the file name"),
+        (_version_file(d, "mio.v5.yaml", 5, table="con.document"), "tables.con.document: not a table of"),
+        (_version_file(d, "nobody.v2.yaml", 2), "the name must be <code file>.v<N>.yaml"),
+        (_version_file(d, "mio.v1.yaml", 1), "version: 1 is already mappings/codes/mio.yaml's version"),
+    ]
+    result = _check(d)
+    assert result.returncode != 0
+    for path, expected in cases:
+        assert f"{path}: {expected}" in result.stderr, result.stderr
+
+
+def test_an_instance_naming_a_version_not_loaded_is_refused(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    path = d / "counterparts.yaml"
+    text = path.read_text()
+    assert "  - name: mio-kz-35\n" in text
+    path.write_text(text.replace("  - name: mio-kz-35\n", "  - name: mio-kz-35\n    mapping_version: 7\n", 1))
+    result = _check(d)
+    assert result.returncode != 0
+    assert f"{path}: instances." in result.stderr and ".mapping_version: no version 7 of the mio code tables" \
+        in result.stderr, result.stderr

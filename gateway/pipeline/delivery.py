@@ -262,7 +262,8 @@ class DeliveryWorker:
                 raise GatewayError(f"no adapter for counterpart {instance.counterpart}")
             case = parse_message(delivery.case_content) if delivery.case_content else None
             context = EncodeContext(now=self.clock(), case=case if isinstance(case, CaseRegistered) else None)
-            wire: WireRequest = adapter.encode(message, mappings=self.mappings, instance=instance, context=context)
+            wire: WireRequest = adapter.encode(message, mappings=self.mappings.for_instance(instance), instance=instance,
+                                                context=context)
         except (GatewayError, ValidationError, ValueError, KeyError) as exc:
             attempt.failure = DeliveryFailure(f"cannot encode for {instance.counterpart}: {exc}", retryable=False)
             return attempt
@@ -299,7 +300,7 @@ class DeliveryWorker:
                 attempt.replies = tuple(
                     adapter.decode_response(
                         response,
-                        mappings=self.mappings,
+                        mappings=self.mappings.for_instance(instance),
                         request=message,
                         context=DecodeContext(received_at=attempt.responded_at),
                     )

@@ -31,7 +31,7 @@ async def receive_callback(
     request = WireRequest(method, path, headers, body)
     try:
         messages = adapter.decode_callback(
-            request, mappings=container.mappings, context=DecodeContext(received_at=container.clock())
+            request, mappings=container.mappings.for_instance(inst), context=DecodeContext(received_at=container.clock())
         )
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])

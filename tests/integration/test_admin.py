@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
+from pathlib import Path
 
 import httpx
 
 from adapters.mio.simulator import create_app as mio_app
+from gateway.config import ROOT
 from gateway.samples import SampleCases
 from tests.harness import Stack, ThreadServer, sim_config, wait_for
 from tests.integration.test_bad_input import _query
@@ -121,3 +124,32 @@ def test_a_change_made_elsewhere_reaches_a_running_gateway_without_restart(stack
     assert bad.returncode == 2 and "/max_in_flight" in bad.stderr
     events = _admin_events(stack)
     assert len(events) == 1 and events[0][0].startswith("cli:")
+
+
+def test_an_instance_is_moved_to_another_code_table_version_live(stack: Stack, tmp_path: Path) -> None:
+    # МИО publishes a new service code; the administrator moves one instance to it without a release.
+    mappings = tmp_path / "mappings"
+    shutil.copytree(ROOT / "mappings", mappings)
+    (mappings / "codes" / "versions").mkdir()
+    (mappings / "codes" / "versions" / "mio.v2.yaml").write_text(
+        "version: 2\ntables:\n  mio.service:\n    codes:\n      shelter.placement: SHELTER_PLACEMENT_2\n")
+    stack.start_gateway(mappings_dir=mappings)
+
+    r = stack.admin.patch("/v1/admin/counterparts/mio-kz-35", json={"mapping_version": 9})
+    assert r.status_code == 422 and "/mapping_version" in r.text and "no version 9" in r.text, r.text
+    r = stack.admin.patch("/v1/admin/counterparts/mio-kz-35", params={"dry_run": "true"}, json={"mapping_version": 2})
+    assert r.status_code == 200, r.text
+    assert json.loads(r.json()["sample"]["body"])["service"] == "SHELTER_PLACEMENT_2"
+    before = _case_and_referral(stack, seed=21)
+    wait_for(lambda: _status(stack, before["message_id"])["status"] == "delivered", what="delivered")
+
+    r = stack.admin.patch("/v1/admin/counterparts/mio-kz-35", json={"mapping_version": 2})
+    assert r.status_code == 200 and r.json()["applied"] is True, r.text
+    after = _case_and_referral(stack, seed=22)
+    wait_for(lambda: _status(stack, after["message_id"])["status"] == "delivered", what="delivered")
+    services = {m["requestId"]: m["service"] for m in httpx.get(f"{stack.mio.url}/_sim/received").json()}
+    assert services[before["message_id"]] == "SHELTER_PLACEMENT"
+    assert services[after["message_id"]] == "SHELTER_PLACEMENT_2"
+    events = _admin_events(stack)
+    assert len(events) == 1 and events[0][:2] == ("admin-1", "mio-kz-35")
+    assert stack.admin.get("/v1/admin/counterparts/mio-kz-35").json()["mapping_version"] == 2
