@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -39,6 +38,7 @@ from gateway.storage.nonces import SqlNonceStore
 from gateway.storage.personal import PersonSeal
 from gateway.storage.store import Store
 from security.keys import KeyStore
+from security.offload import BoundedExecutor
 from security.pii import PiiCipher, generate_key
 from security.outbound import signer_from_store
 
@@ -128,7 +128,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     else:
         log.warning("the exchange log gets no signed checkpoints without an active json key")
     nonces = SqlNonceStore(store=store, clock=clock)
-    crypto = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+    crypto = BoundedExecutor(2, max_pending=64, thread_name_prefix="verify")
     verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock, executor=crypto)
     metrics = Metrics()
     adapters = build_adapters()
