@@ -138,7 +138,9 @@ def demo(
     from gateway.cli.demo import run_demo
     from gateway.cli.servers import run
 
-    settings = _settings(port=port)
+    # Plain HTTP on loopback: the simulators call back without a client certificate (GATEWAY_TLS_* are for serve).
+    settings = _settings(port=port).model_copy(update={"tls_cert_file": None, "tls_key_file": None,
+                                                       "tls_client_ca_file": None})
     try:
         run(run_demo(settings, rate=rate, duration=duration))
     except ConfigError as exc:
