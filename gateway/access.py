@@ -14,7 +14,7 @@ from gateway.mapping import Mappings
 from gateway.pipeline.ports import Clock, WireRequest
 from gateway.pipeline.verify import XML_COUNTERPARTS, CounterpartSignatureError, CounterpartVerifier
 from gateway.storage.clients import ClientRow, ClientStore
-from gateway.storage.store import Store
+from gateway.storage.store import Store, action_row
 from security.access import Principal, same_hash, token_hash
 from security.httpsig import HttpVerifier, NonceStore, SignatureError
 from security.keys import PublicKey
@@ -223,16 +223,9 @@ class SecurityEvents:
                       body: bytes = b"", body_sha256: str | None = None) -> None:
         now = self.clock()
         sha = body_sha256 or hashlib.sha256(body).hexdigest()
-        row = {"message_id": None, "delivery_id": None, "hop": "refused", "peer": client or "unidentified",
-               "attempt": None, "request_in_at": now, "request_out_at": None, "response_in_at": None,
-               "response_out_at": now, "request_bytes": len(body), "response_bytes": None,
-               "status_code": status, "result": "refused",
-               "error": f"{reason}; {method} {path}; sha256={sha}",
-               # the log keeps the digest of what was refused, never the bytes: no payload is echoed or kept
-               "client": client, "request_hash": sha}
-        await self.store.committer.submit(self._insert, row)
+        # The log keeps the digest of what was refused, never the bytes: no payload is echoed or kept.
+        await self.store.record_hop(action_row(
+            hop="refused", peer=client or "unidentified", at=now, status_code=status, result="refused",
+            error=f"{reason}; {method} {path}; sha256={sha}", request_bytes=len(body), client=client,
+            request_hash=sha))
         log.warning("request refused", extra={"client": client, "reason": reason, "path": path, "status": status})
-
-    def _insert(self, conn, rows: list[dict]) -> list[None]:  # noqa: ANN001
-        self.store.insert_exchanges(conn, rows)
-        return [None] * len(rows)

@@ -19,6 +19,7 @@ from gateway.mapping import CounterpartsFile, Mappings, load_pins
 from gateway.pipeline.ports import EncodeContext
 from gateway.pipeline.routing import Router
 from gateway.samples import SampleCases
+from gateway.storage.store import action_row
 from gateway.storage.tables import counterpart_config, deliveries, exchanges, messages
 from security.access import Principal
 
@@ -174,12 +175,10 @@ class CounterpartAdmin:
                 document=orjson.dumps(document).decode(), created_at=now, changed_by=by,
                 change=orjson.dumps(change).decode()).returning(counterpart_config.c.version)).scalar_one()
             # The audit event, with before and after, in the same transaction as the change itself.
-            self.c.store.insert_exchanges(conn, [{
-                "message_id": None, "delivery_id": None, "hop": "admin", "peer": change["instance"], "attempt": None,
-                "request_in_at": now, "request_out_at": None, "response_in_at": None, "response_out_at": now,
-                "request_bytes": None, "response_bytes": None, "status_code": 200, "result": "applied",
-                "error": f"counterpart configuration version {version}", "client": by,
-                "request_raw": orjson.dumps({"version": version, **change})}])
+            self.c.store.insert_exchanges(conn, [action_row(
+                hop="admin", peer=change["instance"], at=now, result="applied",
+                error=f"counterpart configuration version {version}", client=by,
+                request_raw=orjson.dumps({"version": version, **change}))])
             out.append(version)
         return out
 
@@ -319,12 +318,10 @@ class CounterpartAdmin:
                          .values(state="pending", attempts=0, first_attempt_at=None, next_attempt_at=now,
                                  finished_at=None, lease_until=None, claimed_by=None,
                                  reason=f"replayed by {by} (was: {row.reason})"[:4000]))
-            self.c.store.insert_exchanges(conn, [{
-                "message_id": None, "delivery_id": delivery_id, "hop": "admin", "peer": row.instance,
-                "attempt": None, "request_in_at": now, "request_out_at": None, "response_in_at": None,
-                "response_out_at": now, "request_bytes": None, "response_bytes": None, "status_code": 200,
-                "result": "replayed", "error": f"dead letter {delivery_id} replayed", "client": by,
-                "request_raw": orjson.dumps({"delivery_id": delivery_id, "before": {"state": "dead",
-                                             "reason": row.reason}, "after": {"state": "pending"}})}])
+            self.c.store.insert_exchanges(conn, [action_row(
+                hop="admin", peer=row.instance, at=now, result="replayed", delivery_id=delivery_id,
+                error=f"dead letter {delivery_id} replayed", client=by,
+                request_raw=orjson.dumps({"delivery_id": delivery_id, "before": {"state": "dead",
+                                          "reason": row.reason}, "after": {"state": "pending"}}))])
             out.append(True)
         return out

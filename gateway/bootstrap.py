@@ -107,6 +107,14 @@ class Container:
 LOOPBACK = ("127.0.0.1", "::1", "localhost")
 
 
+def _bench_only(settings: Settings, switch: str, what: str) -> None:
+    """A benchmark baseline switch: refused unless the gateway listens on loopback, and loud when on."""
+    env = f"GATEWAY_{switch.upper()}"
+    if settings.host not in LOOPBACK:
+        raise ConfigError(f"{env} is for benchmarks on loopback only")
+    log.warning(f"INSECURE: {what} ({env})")
+
+
 def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
     mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
     pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
@@ -114,9 +122,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     cipher = open_pii(settings)
     exchange_log = ExchangeLog(cipher=cipher)
     if settings.insecure_no_exchange_log:
-        if settings.host not in LOOPBACK:
-            raise ConfigError("GATEWAY_INSECURE_NO_EXCHANGE_LOG is for benchmarks on loopback only")
-        log.warning("INSECURE: hops are not written to the exchange log (GATEWAY_INSECURE_NO_EXCHANGE_LOG)")
+        _bench_only(settings, "insecure_no_exchange_log", "hops are not written to the exchange log")
     store = Store(engines, exchange_log=None if settings.insecure_no_exchange_log else exchange_log,
                   personal=PersonSeal(cipher))
     keys = open_keys(settings)
@@ -175,9 +181,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                                       interval_s=settings.sla_check_interval_s)
     clients = ClientStore(store)
     if settings.insecure_no_auth:
-        if settings.host not in LOOPBACK:
-            raise ConfigError("GATEWAY_INSECURE_NO_AUTH is for benchmarks on loopback only")
-        log.warning("INSECURE: unsigned calls are accepted as the system client (GATEWAY_INSECURE_NO_AUTH)")
+        _bench_only(settings, "insecure_no_auth", "unsigned calls are accepted as the system client")
     authenticator = Authenticator(directory=ClientDirectory(clients), counterparts=verifier, mappings=mappings,
                                   nonces=nonces, clock=clock, base_url=settings.base_url,
                                   insecure_no_auth=settings.insecure_no_auth, executor=crypto)

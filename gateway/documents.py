@@ -39,7 +39,7 @@ from gateway.pipeline.retry import (
 from gateway.pipeline.routing import Router
 from gateway.pipeline.transport import Transport
 from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
-from gateway.storage.store import Store, dialect_insert
+from gateway.storage.store import Store, action_row, dialect_insert
 from gateway.storage.tables import document_requests, flights, records
 from security.access import Principal
 from security.pii import PiiCipher
@@ -117,8 +117,7 @@ class DocumentService:
         self.sweep_interval_s = sweep_interval_s
         self.router = Router(mappings)
         self.process = f"p-{uuid.uuid4().hex[:12]}"
-        self._flying: dict[Key, asyncio.Task] = {}
-        self._leaders: dict[Key, str] = {}  # the flight row's leader for each flight of this process
+        self._flying: dict[Key, tuple[asyncio.Task, str]] = {}  # this process's flights: task, flight-row leader
         self._sweeper: asyncio.Task | None = None
         self._served = 0
         self._hits = 0
@@ -136,9 +135,10 @@ class DocumentService:
             self._sweeper.cancel()
             await asyncio.gather(self._sweeper, return_exceptions=True)
         # A flight cut short keeps its lease; another process (or this one restarted) takes it over.
-        for task in list(self._flying.values()):
+        tasks = [task for task, _ in self._flying.values()]
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._flying.values(), return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # --- requests ------------------------------------------------------------------------------
 
@@ -219,12 +219,10 @@ class DocumentService:
 
     def _read_event(self, request: dict[str, Any], record_id: int, now: datetime) -> dict[str, Any]:
         # Every read of a record, by whom and for which request; the record itself is not copied here.
-        return {"message_id": None, "delivery_id": None, "hop": "read", "peer": request["client_id"],
-                "attempt": None, "request_in_at": request["created_at"], "request_out_at": None,
-                "response_in_at": None, "response_out_at": now, "request_bytes": None, "response_bytes": None,
-                "status_code": 200, "result": "served",
-                "error": f"document request {request['request_id']}: {request['record_kind']} record {record_id}",
-                "client": request["client_id"], "iin_hash": request.get("subject"), "case_id": request.get("case_id")}
+        return action_row(
+            hop="read", peer=request["client_id"], at=now, received_at=request["created_at"], result="served",
+            error=f"document request {request['request_id']}: {request['record_kind']} record {record_id}",
+            client=request["client_id"], iin_hash=request.get("subject"), case_id=request.get("case_id"))
 
     def _served_from_store(self, conn: Connection, items: list[tuple[dict[str, Any], Any]]) -> list[None]:
         rows, events = [], []
@@ -275,14 +273,13 @@ class DocumentService:
             return
         # Not tied to the request that started it: the requester may go away, the others still get the result.
         task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose))
-        self._flying[key] = task
-        self._leaders[key] = leader
+        self._flying[key] = (task, leader)
         task.add_done_callback(lambda done: self._forget(key, done))
 
     def _forget(self, key: Key, task: asyncio.Task | None) -> None:
-        if self._flying.get(key) is task:  # never a newer flight's entry
+        flight = self._flying.get(key)
+        if flight is not None and flight[0] is task:  # never a newer flight's entry
             del self._flying[key]
-            self._leaders.pop(key, None)
 
     async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
         inst = self.mappings.instance(key.instance)
@@ -436,10 +433,6 @@ class DocumentService:
         return DocumentReady(type="document.ready", case_id=case_id, occurred_at=now, body=body,
                              message_id=uuid.uuid5(uuid.NAMESPACE_URL, f"document-request/{request_id}"))
 
-    def _insert_events(self, conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
-        self.store.insert_exchanges(conn, rows)
-        return [None] * len(rows)
-
     # --- reading and recovery ------------------------------------------------------------------
 
     async def get(self, *, principal: Principal, request_id: str) -> dict[str, Any]:
@@ -463,7 +456,7 @@ class DocumentService:
         if record is not None and req.state == "done":
             body["served_from"] = req.served_from
             body |= self._record_view(record)
-            await self.store.committer.submit(self._insert_events, self._read_event(
+            await self.store.record_hop(self._read_event(
                 {"request_id": req.request_id, "client_id": principal.client_id, "record_kind": req.record_kind,
                  "case_id": req.case_id, "subject": req.subject, "created_at": self.clock()}, record.id,
                 self.clock()))
@@ -480,9 +473,10 @@ class DocumentService:
     async def sweep(self) -> int:
         """Renew this process's flights; take over those whose leader died (lease over) and ask again."""
         now = self.clock()
-        if self._leaders:
+        if self._flying:
             # A slow upstream call keeps its flight while this process lives; only a silent process loses it.
-            await self.store.committer.submit(self._renew, (list(self._leaders.items()), now + self.lease))
+            leaders = [(key, leader) for key, (_, leader) in self._flying.items()]
+            await self.store.committer.submit(self._renew, (leaders, now + self.lease))
         async with self.store.engines.read.connect() as conn:
             stale = (await conn.execute(select(flights).where(flights.c.lease_until < now))).all()
         taken = 0

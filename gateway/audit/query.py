@@ -18,7 +18,6 @@ from typing import Any, BinaryIO, Literal
 import orjson
 from pydantic import BaseModel, Field
 from sqlalchemy import Select, or_, select
-from sqlalchemy.engine import Connection
 
 from gateway.audit.chain import (
     GENESIS,
@@ -39,7 +38,7 @@ from gateway.mapping import Mappings
 from gateway.pipeline.ports import Clock
 from gateway.storage.audit_tables import audit_checkpoints, exchange_log
 from gateway.storage.db import Engines
-from gateway.storage.store import Store
+from gateway.storage.store import Store, action_row
 from security.access import Principal
 from security.keys import KeyStore
 
@@ -205,12 +204,6 @@ def _metadata_select() -> Select:
 # ---- the exchange log rows of auditor actions ------------------------------------------------------
 
 
-def _append_audit(conn: Connection, items: list[tuple[Store, dict[str, Any]]]) -> list[None]:
-    # One module-level handler: the committer groups a batch's items by handler identity.
-    items[0][0].insert_exchanges(conn, [row for _, row in items])
-    return [None] * len(items)
-
-
 @dataclass(kw_only=True)
 class ExchangeQueries:
     """Reads for auditors over the store's read engine; every read of personal data is logged first-hand."""
@@ -228,13 +221,11 @@ class ExchangeQueries:
     async def _log_action(self, *, kind: str, principal: Principal, what: dict[str, Any],
                           case_id: str | None = None, iin_hash: str | None = None) -> None:
         now = self.clock()
-        row = {"message_id": None, "delivery_id": None, "hop": kind, "peer": principal.client_id, "attempt": None,
-               "request_in_at": now, "request_out_at": None, "response_in_at": None, "response_out_at": now,
-               "request_bytes": None, "response_bytes": None, "status_code": 200, "result": "served",
-               # `error` is the hop's free-text field: here it says what was read and why
-               "error": orjson.dumps(what, option=orjson.OPT_SORT_KEYS).decode(),
-               "client": principal.client_id, "signer": principal.keyid, "case_id": case_id, "iin_hash": iin_hash}
-        await self.store.committer.submit(_append_audit, (self.store, row))
+        # `error` is the hop's free-text field: here it says what was read and why
+        await self.store.record_hop(action_row(
+            hop=kind, peer=principal.client_id, at=now, result="served",
+            error=orjson.dumps(what, option=orjson.OPT_SORT_KEYS).decode(), client=principal.client_id,
+            signer=principal.keyid, case_id=case_id, iin_hash=iin_hash))
 
     def _peers(self, peer: str) -> tuple[set[str], set[str]]:
         """(peer values, verified client ids) meaning `peer`: an instance, or every instance of a counterpart."""

@@ -31,6 +31,16 @@ class ClaimedDelivery:
     case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
 
 
+def action_row(*, hop: str, peer: str, at: datetime, result: str, error: str, received_at: datetime | None = None,
+               status_code: int = 200, **extra: Any) -> dict[str, Any]:
+    """A hop that is an action at the gateway (a refusal, a record read, an auditor's or admin's act), not a
+    call across the wire; `extra` sets other hop columns and the log-only keys (client, request_raw, ...)."""
+    return {"message_id": None, "delivery_id": None, "hop": hop, "peer": peer, "attempt": None,
+            "request_in_at": received_at or at, "request_out_at": None, "response_in_at": None,
+            "response_out_at": at, "request_bytes": None, "response_bytes": None, "status_code": status_code,
+            "result": result, "error": error, **extra}
+
+
 def dialect_insert(conn: Connection, table):  # noqa: ANN001, ANN202
     """INSERT with ON CONFLICT support for the connection's dialect (SQLite or PostgreSQL)."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
@@ -130,6 +140,14 @@ class Store:
             return []
         stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
         return list((conn.execute(stmt, rows)).scalars())
+
+    async def record_hop(self, row: dict[str, Any]) -> None:
+        """One hop on its own (a refusal, a read, an auditor's action), written in the next group commit."""
+        await self.committer.submit(self._insert_hops, row)
+
+    def _insert_hops(self, conn: Connection, rows: list[dict[str, Any]]) -> list[None]:
+        self.insert_exchanges(conn, rows)
+        return [None] * len(rows)
 
     def insert_exchanges(self, conn: Connection, rows: list[dict[str, Any]]) -> None:
         """Hop rows for operations, and the same hops in the exchange log (keys in LOG_ONLY go only there)."""
