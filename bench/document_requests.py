@@ -22,7 +22,6 @@ import asyncio
 import json
 import os
 import statistics
-import subprocess
 import tempfile
 import time
 import uuid
@@ -32,65 +31,27 @@ from typing import Any, Callable
 import httpx
 import orjson
 
-from bench.loadgen import percentile
-from bench.throughput import _spawn, _system_client, _wait_http
+from bench.loadgen import Signer, cpu_seconds, get_request, percentile, post_request, read_response, send_all
+from bench.throughput import _spawn, _system_client, _wait_http, stop_all
 from gateway.samples import SampleCases
 from security.parties import ensure_party_key
 from tests.harness import free_port, wait_ready, write_counterparts
 
 KIND = "identity_document_status"
-Sign = Callable[[str, bytes], list[tuple[str, str]]]
 
 
 # --- a lean client: requests built (and signed) in advance, written raw on keep-alive connections -------------
 
 
-async def _read(reader: asyncio.StreamReader) -> tuple[int, bytes]:
-    head = await reader.readuntil(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    length = 0
-    for line in lines[1:]:
-        if line[:15].lower() == b"content-length:":
-            length = int(line[15:])
-    return int(lines[0].split()[1]), (await reader.readexactly(length) if length else b"")
-
-
-def _post(host: str, port: int, path: str, body: bytes, sign: Sign) -> bytes:
-    extra = "".join(f"{k}: {v}\r\n" for k, v in sign(f"http://{host}:{port}{path}", body))
-    return (f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n{extra}\r\n").encode() + body
-
-
-def _get(host: str, port: int, path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+def _post(host: str, port: int, path: str, body: bytes, sign: Signer) -> bytes:
+    return post_request(host, port, path, body, sign(f"http://{host}:{port}{path}", body))
 
 
 async def _blast(host: str, port: int, requests: list[bytes], concurrency: int) -> dict[str, Any]:
     """Every request over `concurrency` keep-alive connections; rate and latency percentiles."""
-    latency = [0.0] * len(requests)
-    statuses: dict[int, int] = {}
-    next_index = 0
-
-    async def worker() -> None:
-        nonlocal next_index
-        reader, writer = await asyncio.open_connection(host, port)
-        try:
-            while next_index < len(requests):
-                i = next_index
-                next_index += 1
-                t0 = time.perf_counter()
-                writer.write(requests[i])
-                status, _ = await _read(reader)
-                latency[i] = time.perf_counter() - t0
-                statuses[status] = statuses.get(status, 0) + 1
-        finally:
-            writer.close()
-
-    started = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    return {"per_s": len(requests) / elapsed, "p50_ms": percentile(latency, 50) * 1000,
-            "p99_ms": percentile(latency, 99) * 1000, "statuses": statuses}
+    r = await send_all(host, port, len(requests), requests.__getitem__, concurrency=concurrency)
+    return {"per_s": len(requests) / r.elapsed, "p50_ms": percentile(r.latency, 50) * 1000,
+            "p99_ms": percentile(r.latency, 99) * 1000, "statuses": r.statuses}
 
 
 class _Connections:
@@ -111,7 +72,7 @@ class _Connections:
             writer.write(request)
         out = []
         for (reader, _), (wall, t0) in zip(self.pairs, sent):
-            status, body = await _read(reader)
+            status, body = await read_response(reader)
             out.append((wall, time.perf_counter() - t0, status, body))
         return out
 
@@ -134,17 +95,11 @@ def _sim(module: str, name: str, port: int, keys: Path, *, xml: bool, callback: 
     return ["-c", code]
 
 
-def _cpu_s(pid: int) -> float:
-    """CPU time (user + system) a process has used so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _measured(pid: int, host: str, port: int, requests: list[bytes], concurrency: int) -> dict[str, Any]:
     """_blast, plus the gateway's CPU time per request (is it busy, or waiting?)."""
-    before = _cpu_s(pid)
+    before = cpu_seconds(pid)
     result = asyncio.run(_blast(host, port, requests, concurrency))
-    result["gateway_cpu_ms_per_request"] = (_cpu_s(pid) - before) * 1000 / len(requests)
+    result["gateway_cpu_ms_per_request"] = (cpu_seconds(pid) - before) * 1000 / len(requests)
     return result
 
 
@@ -215,13 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         out["coalescing"] = _coalescing(args, host, gw_port, con_url, prob_url, people[1:], ask)
         return out
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def _cached(args: argparse.Namespace, pid: int, host: str, port: int, con_url: str, person: tuple[str, str],
@@ -236,7 +185,7 @@ def _cached(args: argparse.Namespace, pid: int, host: str, port: int, con_url: s
     n = args.requests
     runs = []
     for _ in range(2):  # interleaved, so a neighbour's load on the machine hits both alike
-        healthz = _measured(pid, host, port, [_get(host, port, "/healthz")] * n, args.concurrency)
+        healthz = _measured(pid, host, port, [get_request(host, port, "/healthz")] * n, args.concurrency)
         # Signed before the clock starts (each with its own nonce; valid for 5 minutes). A second baseline: the
         # same signed POST refused by validation (authentication and its nonce write, nothing else).
         refused = _measured(pid, host, port, [ask(person, kind="no_such_kind") for _ in range(n)],
@@ -260,7 +209,7 @@ async def _blast_one(host: str, port: int, request: bytes) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(request)
-        return await _read(reader)
+        return await read_response(reader)
     finally:
         writer.close()
 

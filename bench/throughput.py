@@ -28,7 +28,7 @@ import httpx
 import orjson
 
 from adapters.mio.codec import MioAdapter
-from bench.loadgen import percentile, post_all
+from bench.loadgen import cpu_seconds, percentile, post_all
 from gateway.canonical.messages import parse_message
 from gateway.config import ROOT
 from gateway.mapping import load_mappings
@@ -138,11 +138,18 @@ def _system_client(tmp: Path, database_url: str):  # noqa: ANN202
 
 def _cpu(procs: list[subprocess.Popen]) -> dict[str, float]:
     """CPU seconds (user + system) so far of the load generator and each child: where a message's cost goes."""
-    out = {"loadgen": sum(os.times()[:2])}
-    for name, p in zip(("mio", "probation", "gateway"), procs):
-        fields = Path(f"/proc/{p.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        out[name] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return out
+    return {"loadgen": sum(os.times()[:2]),
+            **{name: cpu_seconds(p.pid) for name, p in zip(("mio", "probation", "gateway"), procs)}}
+
+
+def stop_all(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 def run(args: argparse.Namespace) -> dict:
@@ -259,13 +266,7 @@ def run(args: argparse.Namespace) -> dict:
                               "accept_p99_ms": percentile(a.latency, 99) * 1000}
         return out
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_all(procs)
 
 
 def main() -> None:
