@@ -310,6 +310,7 @@ def _load_codes(directory: Path, errors: list[str]
     tables: dict[str, CodeTable] = {}
     origin: dict[str, Path] = {}
     versions: dict[str, dict[int, dict[str, CodeTable]]] = {}
+    current: dict[str, int] = {}  # code-file stem -> the version of the file itself
     for path in sorted((directory / "codes").glob("*.yaml")):
         loaded = load_yaml_file(path, CodesFile, errors)
         if loaded is None:
@@ -322,6 +323,7 @@ def _load_codes(directory: Path, errors: list[str]
             tables[name] = mine[name] = table.model_copy(update={"name": name})
             origin[name] = path
         versions.setdefault(path.stem, {})[loaded.version] = mine  # type: ignore[attr-defined]
+        current[path.stem] = loaded.version  # type: ignore[attr-defined]
     # Other versions of a counterpart's tables, for instances that still (or already) speak them.
     for path in sorted((directory / "codes" / "versions").glob("*.yaml")):
         stem, _, number = path.stem.rpartition(".v")
@@ -337,10 +339,10 @@ def _load_codes(directory: Path, errors: list[str]
         if loaded.version in versions[stem]:  # type: ignore[attr-defined]
             errors.append(f"{path}: version: {number} is already mappings/codes/{stem}.yaml's version")
             continue
-        current = {n for n, t in tables.items() if origin[n].stem == stem}
+        own = versions[stem][current[stem]]
         mine = {}
         for name, table in loaded.tables.items():  # type: ignore[attr-defined]
-            if name not in current:
+            if name not in own:
                 errors.append(f"{path}: tables.{name}: not a table of mappings/codes/{stem}.yaml")
                 continue
             mine[name] = table.model_copy(update={"name": name})

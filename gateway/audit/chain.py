@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -269,6 +270,18 @@ def verify_statement(key: PublicKey, alg: str, signature: bytes, statement: byte
     except (InvalidSignature, ChainError):
         return False
     return True
+
+
+def checkpoint_problem(key: PublicKey, cp: Mapping[str, Any]) -> str | None:
+    """Why a checkpoint row's signature does not verify with `key`, or None when it does."""
+    try:
+        signature = base64.b64decode(cp["signature"], validate=True)
+        statement = checkpoint_statement(size=cp["size"], head_hash=cp["head_hash"], created_at=cp["created_at"])
+    except (binascii.Error, TypeError, ValueError):
+        return "signature or fields malformed"
+    if not verify_statement(key, str(cp["alg"]), signature, statement):
+        return f"signature does not verify with key {cp['kid']!r}"
+    return None
 
 
 def signer_for_key(kid: str, key: PrivateKey) -> Sign:

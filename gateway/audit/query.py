@@ -23,11 +23,10 @@ from gateway.audit.chain import (
     GENESIS,
     canonical_bytes,
     chain_hash,
-    checkpoint_statement,
+    checkpoint_problem,
     format_time,
     keystore_resolver,
     sha256_hex,
-    verify_statement,
 )
 from gateway.audit.export import iter_event_lines
 from gateway.audit.log import ExchangeLog
@@ -333,12 +332,7 @@ class ExchangeQueries:
         valid = None
         if self.keys is not None:
             key = keystore_resolver(self.keys)(cp["kid"])
-            statement = checkpoint_statement(size=cp["size"], head_hash=cp["head_hash"], created_at=cp["created_at"])
-            try:
-                signature = base64.b64decode(cp["signature"], validate=True)
-            except (binascii.Error, ValueError):
-                signature = b""
-            valid = key is not None and verify_statement(key, cp["alg"], signature, statement)
+            valid = key is not None and checkpoint_problem(key, cp) is None
         return CheckpointRef(id=cp["id"], size=cp["size"], head_hash=cp["head_hash"], created_at=cp["created_at"],
                              kid=cp["kid"], alg=cp["alg"], signature_valid=valid)
 

@@ -19,13 +19,12 @@ from sqlalchemy.engine import Connection
 from gateway.audit.chain import (
     CHECKPOINT_FIELDS,
     GENESIS,
+    KeyResolver,
     RAW_FIELDS,
     RECORD_FIELDS,
-    KeyResolver,
     canonical_with_digests,
-    checkpoint_statement,
+    checkpoint_problem,
     format_time,
-    verify_statement,
 )
 from gateway.storage.audit_tables import audit_checkpoints, exchange_log
 from gateway.storage.db import Engines
@@ -173,14 +172,9 @@ class _Verifier:
             key = self.public_key(str(cp["kid"]))
             if key is None:
                 return Problem("bad-checkpoint-signature", size, f"no trusted public key for kid {cp['kid']!r}", cp_id)
-            try:
-                signature = base64.b64decode(cp["signature"], validate=True)
-                statement = checkpoint_statement(size=size, head_hash=cp["head_hash"], created_at=cp["created_at"])
-            except (binascii.Error, TypeError, ValueError):
-                return Problem("bad-checkpoint-signature", size, "signature or fields malformed", cp_id)
-            if not verify_statement(key, str(cp["alg"]), signature, statement):
-                return Problem("bad-checkpoint-signature", size,
-                               f"signature does not verify with key {cp['kid']!r}", cp_id)
+            problem = checkpoint_problem(key, cp)
+            if problem is not None:
+                return Problem("bad-checkpoint-signature", size, problem, cp_id)
         if size > self.last_seq:
             return Problem("truncated", self.last_seq + 1,
                            f"checkpoint covers {size} records, the log ends at seq {self.last_seq}", cp_id)
