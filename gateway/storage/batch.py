@@ -61,28 +61,26 @@ class Committer:
 
     async def _transact(self, work: Callable[[Connection], list[Any]]) -> list[Any]:
         writer = self.engines.sqlite_writer
-        hook = self.before_commit
-        if hook is not None:
-            handlers = work
-
-            def work(conn: Connection) -> list[Any]:
-                # Handlers may leave work for the end of the transaction (the exchange log's one append).
-                conn.info[DEFERRED] = []
-                try:
-                    out = handlers(conn)
-                    hook(conn, conn.info[DEFERRED])
-                    return out
-                finally:
-                    conn.info.pop(DEFERRED, None)
-
         if writer is not None:
             def in_thread() -> list[Any]:
                 with writer.begin() as conn:
-                    return work(conn)
+                    return self._run(conn, work)
 
             return await asyncio.get_running_loop().run_in_executor(self._thread, in_thread)
         async with self.engines.write.begin() as aconn:
-            return await aconn.run_sync(work)
+            return await aconn.run_sync(self._run, work)
+
+    def _run(self, conn: Connection, work: Callable[[Connection], list[Any]]) -> list[Any]:
+        """One transaction's handlers; what they deferred (the exchange log's one append) runs last, inside it."""
+        if self.before_commit is None:
+            return work(conn)
+        conn.info[DEFERRED] = []
+        try:
+            out = work(conn)
+            self.before_commit(conn, conn.info[DEFERRED])
+            return out
+        finally:
+            conn.info.pop(DEFERRED, None)
 
     async def _solo(self, handler: Handler, item: Any) -> Any:
         (result,) = await self._transact(lambda conn: handler(conn, [item]))
