@@ -56,6 +56,7 @@ class ClientDirectory:
         self.ttl_s = ttl_s
         self._by_kid: dict[str, _Client] = {}
         self._by_token: dict[str, _Client] = {}
+        self._by_id: dict[str, _Client] = {}
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
 
@@ -68,7 +69,7 @@ class ClientDirectory:
         async with self._lock:
             if time.monotonic() - self._loaded_at < self.ttl_s:
                 return
-            by_kid, by_token = {}, {}
+            by_kid, by_token, by_id = {}, {}, {}
             for row in await self.clients.all():
                 key = None
                 if row.public_key:
@@ -81,12 +82,18 @@ class ClientDirectory:
                     by_kid[row.keyid] = entry
                 if row.token_hash:
                     by_token[row.token_hash] = entry
-            self._by_kid, self._by_token = by_kid, by_token
+                by_id[row.client_id] = entry
+            self._by_kid, self._by_token, self._by_id = by_kid, by_token, by_id
             self._loaded_at = time.monotonic()
 
     async def by_keyid(self, kid: str) -> _Client | None:
         await self._fresh()
         return self._by_kid.get(kid)
+
+    async def by_client_id(self, client_id: str) -> ClientRow | None:
+        await self._fresh()
+        found = self._by_id.get(client_id)
+        return None if found is None else found.row
 
     async def by_token_hash(self, digest: str) -> _Client | None:
         await self._fresh()

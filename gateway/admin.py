@@ -15,6 +15,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import ConfigError, GatewayError, NotFound
 from gateway.canonical.messages import CaseRegistered, parse_message
+from gateway.loops import Loop
 from gateway.mapping import CounterpartsFile, Mappings, load_pins
 from gateway.pipeline.ports import EncodeContext
 from gateway.pipeline.routing import Router
@@ -65,7 +66,7 @@ class CounterpartAdmin:
         self.c = container
         self.poll_interval_s = poll_interval_s
         self.version: int | None = None  # None: the counterparts file as loaded at start-up
-        self._task: asyncio.Task | None = None
+        self.loop = Loop("config-poll", self._step, interval_s=poll_interval_s, initial_delay_s=poll_interval_s)
         self._lock = asyncio.Lock()
 
     # --- reading -------------------------------------------------------------------------------
@@ -254,20 +255,13 @@ class CounterpartAdmin:
         return True
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._follow(), name="counterpart-config")
+        self.loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        await self.loop.stop()
 
-    async def _follow(self) -> None:
-        while True:
-            await asyncio.sleep(self.poll_interval_s)
-            try:
-                await self.sync()
-            except Exception:  # noqa: BLE001
-                log.exception("following the counterpart configuration failed")
+    async def _step(self) -> None:
+        await self.sync()
 
     # --- dead letters --------------------------------------------------------------------------
 

@@ -44,12 +44,24 @@ class Settings(BaseSettings):
                                                                        "exchange log is written")
     config_poll_interval_s: float = Field(2.0, gt=0, description="how often a process looks for counterpart "
                                                                  "changes made by an administrator elsewhere")
+    shutdown_timeout_s: float = Field(30.0, gt=0, description="SIGTERM: the longest a clean shutdown takes (stop "
+                                                              "accepting, finish or hand back claims, flush, "
+                                                              "checkpoint) before the process exits anyway")
     tls_cert_file: Path | None = Field(None, description="serve HTTPS with this certificate (PEM; chain after it)")
     tls_key_file: Path | None = Field(None, description="the private key of tls_cert_file (PEM)")
     tls_key_password: SecretStr | None = Field(None, description="the passphrase of an encrypted tls_key_file")
     tls_client_ca_file: Path | None = Field(None, description="mutual TLS: a connection must present a client "
                                                               "certificate issued by these CAs (PEM); identity "
                                                               "still comes only from the signature or token")
+    console: bool = Field(True, description="serve the operator console at /console (false: not mounted)")
+    console_language: str = Field("ru", description="the console's language until a person picks one: kk, ru or en")
+    console_session_idle_s: float = Field(1800.0, gt=0, description="a console session unused this long ends")
+    console_session_max_s: float = Field(8 * 3600.0, gt=0, description="a console session ends this long after "
+                                                                       "sign-in, used or not")
+    console_sign_in_limit: int = Field(5, ge=1, description="failed console sign-ins allowed per source address "
+                                                            "within console_sign_in_window_s")
+    console_sign_in_window_s: float = Field(300.0, gt=0)
+    console_strict_i18n: bool = Field(False, description="tests: a string missing from a catalogue shows as ⟦text⟧")
     insecure_no_auth: bool = Field(False, description="benchmarks only: an unsigned call counts as the system "
                                                       "client; refused unless the gateway listens on loopback")
     insecure_no_exchange_log: bool = Field(False, description="benchmarks only: hops are not written to the "

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection
 from gateway.access import Forbidden, SecurityEvents
 from gateway.canonical.errors import GatewayError, NotFound, WireDecodeError
 from gateway.canonical.messages import DocumentReady
+from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
@@ -118,7 +119,8 @@ class DocumentService:
         self.router = Router(mappings)
         self.process = f"p-{uuid.uuid4().hex[:12]}"
         self._flying: dict[Key, tuple[asyncio.Task, str]] = {}  # this process's flights: task, flight-row leader
-        self._sweeper: asyncio.Task | None = None
+        self.loop = Loop("document-sweeper", self._step, interval_s=sweep_interval_s,
+                         initial_delay_s=sweep_interval_s)
         self._served = 0
         self._hits = 0
         # Valid records this process has read: a stored record never changes while valid, and a newer one is only
@@ -128,12 +130,10 @@ class DocumentService:
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
-        self._sweeper = asyncio.create_task(self._sweep_loop(), name="document-sweeper")
+        self.loop.start()
 
     async def stop(self) -> None:
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            await asyncio.gather(self._sweeper, return_exceptions=True)
+        await self.loop.stop()
         # A flight cut short keeps its lease; another process (or this one restarted) takes it over.
         tasks = [task for task, _ in self._flying.values()]
         for task in tasks:
@@ -462,13 +462,8 @@ class DocumentService:
                 self.clock()))
         return body
 
-    async def _sweep_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.sweep_interval_s)
-            try:
-                await self.sweep()
-            except Exception:  # noqa: BLE001
-                log.exception("document sweep failed")
+    async def _step(self) -> None:
+        await self.sweep()
 
     async def sweep(self) -> int:
         """Renew this process's flights; take over those whose leader died (lease over) and ask again."""

@@ -6,9 +6,12 @@ import json
 import logging
 import re
 import sys
+from collections.abc import Callable, Iterable
 from datetime import datetime, timezone
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -46,6 +49,32 @@ class Metrics:
         self.document_hit_ratio = Gauge("gateway_document_hit_ratio",
                                         "Share of this process's document requests served from a stored copy",
                                         registry=r)
+
+    def watch_loops(self, loops: Callable[[], Iterable[Any]]) -> None:
+        """Export the background loops' state at each scrape (gateway.loops.Loop: name, healthy, last_success)."""
+        self.registry.register(_LoopCollector(loops))
+
+
+class _LoopCollector:
+    def __init__(self, loops: Callable[[], Iterable[Any]]) -> None:
+        self._loops = loops
+
+    def describe(self) -> list:
+        return []  # values are read at collect time; nothing to check at registration
+
+    def collect(self) -> Iterable[Any]:
+        up = GaugeMetricFamily("gateway_loop_up", "1 while a background loop runs and its last step succeeded",
+                               labels=["loop"])
+        last = GaugeMetricFamily("gateway_loop_last_success_timestamp_seconds",
+                                 "Unix time of a background loop's last successful step", labels=["loop"])
+        failures = CounterMetricFamily("gateway_loop_failures", "Failed steps of a background loop",
+                                       labels=["loop"])
+        for loop in self._loops():
+            up.add_metric([loop.name], 1.0 if loop.healthy else 0.0)
+            if loop.last_success is not None:
+                last.add_metric([loop.name], loop.last_success)
+            failures.add_metric([loop.name], loop.total_failures)
+        yield from (up, last, failures)
 
 
 # Twelve digits in a row look like an IIN: mask them even if a message slips into a log line.

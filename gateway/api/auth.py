@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import Depends, Request
 
 from gateway.access import Forbidden, Unauthenticated
+from gateway.api.docs import ASSETS_PATH as DOCS_ASSETS
 from gateway.api.problems import problem
 from gateway.api.schemas import Problem
 from gateway.canonical.errors import PayloadTooLarge
@@ -22,6 +23,12 @@ AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
     403: {"model": Problem, "description": "The caller's role does not allow this endpoint"},
 }
 CHALLENGE = 'Signature realm="probation-gateway", Bearer realm="probation-gateway"'
+# The console signs people in with its own server-side sessions (gateway/console), not per request.
+CONSOLE_PATHS = ("/console/",)
+
+
+def _own_authentication(path: str) -> bool:
+    return path in PUBLIC_PATHS or path == "/" or path == "/console" or path.startswith(CONSOLE_PATHS)
 
 
 class Authenticate:
@@ -31,7 +38,7 @@ class Authenticate:
         self.app = app
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
+        if scope["type"] != "http" or _own_authentication(scope["path"]) or scope["path"].startswith(DOCS_ASSETS + "/"):
             return await self.app(scope, receive, send)
         container = scope["app"].state.container
         chunks: list[bytes] = []

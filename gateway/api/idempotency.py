@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any
 
 from gateway.api.problems import problem
 
+log = logging.getLogger("gateway.api")
+
 HEADER = b"idempotency-key"
 KEPT_HEADERS = ("content-type", "location", "retry-after")
+
+
+async def _abandon(keys: Any, *, client_id: str, key: str) -> None:
+    try:
+        await keys.abandon(client_id=client_id, key=key)
+    except Exception:  # noqa: BLE001
+        # The store is away (the answer was a 503): the key is freed once it is older than any request can be.
+        log.warning("idempotency key not released; it frees itself", extra={"client_id": client_id})
 
 
 class Idempotency:
@@ -92,9 +103,9 @@ class Idempotency:
         try:
             await self.app(scope, replay, capture)
         except BaseException:
-            await keys.abandon(client_id=principal.client_id, key=key)
+            await _abandon(keys, client_id=principal.client_id, key=key)
             raise
         if status >= 500:
-            await keys.abandon(client_id=principal.client_id, key=key)
+            await _abandon(keys, client_id=principal.client_id, key=key)
         else:
             await keys.finish(client_id=principal.client_id, key=key, status=status, headers=kept, body=b"".join(out))

@@ -11,7 +11,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from gateway.canonical.errors import GatewayError, PayloadTooLarge
+from gateway.canonical.errors import GatewayError, NotFound, PayloadTooLarge
+from gateway.storage.faults import StoreUnavailable, as_unavailable
 
 PROBLEM_BASE = "urn:probation-gateway:problem:"
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -27,6 +28,59 @@ def problem(status: int, slug: str, title: str, detail: str, *, instance: str | 
     return Response(orjson.dumps(doc), status_code=status, media_type=PROBLEM_MEDIA_TYPE)
 
 
+SOAP_INBOUND = "/v1/inbound/con"  # ЦОН speaks SOAP 1.1: it gets its errors as a SOAP Fault
+
+
+def unavailable(exc: StoreUnavailable, *, path: str) -> Response:
+    """503 with Retry-After: problem+json, or a SOAP Fault (faultcode Server) on the SOAP inbound."""
+    if path == SOAP_INBOUND:
+        from datetime import datetime, timezone
+
+        from adapters.con.codec import build_fault
+
+        response = Response(build_fault(faultcode="Server", faultstring=exc.title, error_code=exc.slug,
+                                        error_message=exc.detail, error_date=datetime.now(timezone.utc)),
+                            status_code=503, media_type="text/xml; charset=utf-8")
+    else:
+        response = problem(503, exc.slug, exc.title, exc.detail, instance=path, reason=exc.reason)
+    response.headers["Retry-After"] = str(exc.retry_after)
+    return response
+
+
+class StoreOutage:
+    """Pure ASGI, around authentication: a store outage met before any route runs (the nonce store, the client
+    directory, idempotency keys) is the same 503 as one met inside a route, never a 500."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message: dict) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception as exc:
+            typed = as_unavailable(exc)
+            if typed is None:
+                raise
+            if started:  # the answer is out (a 503 from a route); what failed after it changes nothing
+                log.warning("store unavailable after the answer was sent (%s)", typed.reason,
+                            extra={"path": scope["path"]})
+                return
+            metrics = getattr(scope["app"].state, "metrics", None)
+            if metrics is not None:
+                metrics.refused.labels(typed.slug).inc()
+            await unavailable(typed, path=scope["path"])(scope, receive, send)
+
+
 def _pointer(loc: tuple[Any, ...]) -> str:
     # Drop the discriminator step pydantic adds ("risk.detected") so the pointer matches the document.
     parts = [str(p) for p in loc if not (isinstance(p, str) and "." in p and p[0].islower() and p.count(".") == 1)]
@@ -39,14 +93,32 @@ def _count_refusal(request: Request, slug: str) -> None:
         metrics.refused.labels(slug).inc()
 
 
+def _console(request: Request) -> Any:
+    """The console, when the request is for one of its pages: people get a page, not problem+json."""
+    console = getattr(request.app.state, "console", None)
+    return console if console is not None and request.url.path.startswith("/console") else None
+
+
 def install(app: FastAPI) -> None:
+    from gateway.console.web import NotSignedIn
+
+    @app.exception_handler(NotSignedIn)
+    async def _not_signed_in(request: Request, exc: NotSignedIn) -> Response:
+        return request.app.state.console.to_sign_in(request)
+
     @app.exception_handler(GatewayError)
     async def _gateway_error(request: Request, exc: GatewayError) -> Response:
         _count_refusal(request, exc.slug)
+        if (console := _console(request)) is not None:
+            return await console.error_page(request, exc)
+        if isinstance(exc, StoreUnavailable):
+            return unavailable(exc, path=request.url.path)
         return problem(exc.status, exc.slug, exc.title, exc.detail, instance=request.url.path, **exc.extra)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
+        if (console := _console(request)) is not None:  # a malformed address (/exchanges/abc): a page
+            return await console.error_page(request, NotFound("the address is not one of the console's pages"))
         errors = exc.errors()
         if any(e.get("type") == "json_invalid" for e in errors):
             _count_refusal(request, "malformed-json")
@@ -67,11 +139,19 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         slug = {404: "not-found", 405: "method-not-allowed"}.get(exc.status_code, "http-error")
+        if (console := _console(request)) is not None:
+            error = GatewayError(str(exc.detail))
+            error.slug, error.status = slug, exc.status_code
+            return await console.error_page(request, error)
         return problem(exc.status_code, slug, str(exc.detail), str(exc.detail), instance=request.url.path)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
+        if (typed := as_unavailable(exc)) is not None:  # a read the store could not answer: an outage, not a bug
+            return await _gateway_error(request, typed)
         log.exception("unhandled error", extra={"path": request.url.path})
+        if (console := _console(request)) is not None:
+            return await console.error_page(request, GatewayError("the gateway failed; nothing was half-written"))
         return problem(500, "internal-error", "Internal error", "the gateway failed; nothing was half-written",
                        instance=request.url.path)
 

@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 from sqlalchemy import insert, select, text
 from sqlalchemy.engine import Connection
 
+from gateway.loops import Loop
 from gateway.storage.audit_tables import audit_checkpoints, exchange_log
 
 if TYPE_CHECKING:
@@ -391,8 +392,8 @@ class CheckpointWriter:
         self._every = every_records
         self._clock = clock
         self._pending = 0
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task | None = None
+        # Every `interval_s`, or sooner when woken; a checkpoint that failed (key store, database) is retried.
+        self.loop = Loop("audit-checkpoints", self._step, interval_s=interval_s, initial_delay_s=interval_s)
         # One handler object: the committer groups a batch's items by handler identity.
         self._handler = self._write
 
@@ -404,7 +405,7 @@ class CheckpointWriter:
         """Tell the writer that `appended` records were committed (cheap; call after each append)."""
         self._pending += appended
         if self._pending >= self._every:
-            self._wake.set()
+            self.loop.wake()
 
     async def checkpoint(self) -> dict[str, Any] | None:
         """Write one now (unless the newest already covers the head); returns its row or None."""
@@ -412,37 +413,20 @@ class CheckpointWriter:
         return await self._committer.submit(self._handler, self._clock())
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._loop(), name="audit-checkpoints")
+        self.loop.start()
 
-    async def stop(self, *, final: bool = True) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+    async def stop(self, *, final: bool = True, timeout_s: float = 10.0) -> None:
+        """Stop the loop; with `final`, a last checkpoint (bounded by `timeout_s`; with the store down the next
+        process's first checkpoint covers these records instead)."""
+        await self.loop.stop()
         if final:
             try:
-                await self.checkpoint()
-            except Exception:  # noqa: BLE001
-                log.exception("final audit checkpoint failed")
+                await asyncio.wait_for(self.checkpoint(), timeout=timeout_s)
+            except Exception as exc:  # noqa: BLE001
+                log.warning("final audit checkpoint not written (%s: %s)", type(exc).__name__, exc)
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
-            except TimeoutError:
-                pass
-            self._wake.clear()
-            try:
-                await self.checkpoint()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001
-                # A failed checkpoint (key store unreadable, database down) must not stop the next one.
-                log.exception("audit checkpoint failed")
+    async def _step(self) -> None:
+        await self.checkpoint()
 
 
 def record_from_row(row: Iterable[Any]) -> dict[str, Any]:

@@ -30,6 +30,7 @@ async def export_events(*, store: Store, out: BinaryIO, until: datetime | None =
     return count
 
 
-async def iter_event_lines(*, store: Store, until: datetime | None = None) -> AsyncIterator[bytes]:
-    async for content, received_at in store.iter_messages(until=until):
+async def iter_event_lines(*, store: Store, until: datetime | None = None, since: datetime | None = None,
+                           case_id: str | None = None) -> AsyncIterator[bytes]:
+    async for content, received_at in store.iter_messages(until=until, since=since, case_id=case_id):
         yield event_line(content, received_at)

@@ -48,6 +48,11 @@ ExportFormat = Literal["events", "csv", "chain"]
 METADATA_COLUMNS = ("seq", "at", "kind", "message_id", "delivery_id", "case_id", "peer", "client", "signer",
                     "status_code", "result", "request_hash", "response_hash", "detail", "prev_hash", "hash")
 CSV_COLUMNS = METADATA_COLUMNS[:13] + ("request_kept", "response_kept") + METADATA_COLUMNS[13:]
+EXPORTS = {  # format -> (media type, file name)
+    "events": ("application/x-ndjson", "events.jsonl"),
+    "csv": ("text/csv; charset=utf-8", "exchange-log.csv"),
+    "chain": ("application/x-ndjson", "exchange-log.jsonl"),
+}
 _IIN_LIKE = re.compile(r"(?<!\d)\d{12}(?!\d)")
 _CURSOR_PREFIX = "seq:"
 _LOG = exchange_log.c
@@ -200,6 +205,30 @@ def _metadata_select() -> Select:
                   _LOG.response_raw.is_not(None).label("response_kept"))
 
 
+@dataclass(frozen=True, kw_only=True)
+class ExportScope:
+    """What an export covers: one case, a period (events: by received time; csv: by record time), or all."""
+
+    case_id: str | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+    def __post_init__(self) -> None:
+        _aware(self.since, "since")
+        _aware(self.until, "until")
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise InvalidAuditQuery("`since` is after `until`")
+
+    @property
+    def whole(self) -> bool:
+        return self.case_id is None and self.since is None and self.until is None
+
+    def logged(self) -> dict[str, str]:
+        return {k: (format_time(v) if isinstance(v, datetime) else v)
+                for k, v in (("case_id", self.case_id), ("since", self.since), ("until", self.until))
+                if v is not None}
+
+
 # ---- the exchange log rows of auditor actions ------------------------------------------------------
 
 
@@ -235,15 +264,20 @@ class ExchangeQueries:
                              peer: str | None = None, kind: str | None = None, result: str | None = None,
                              status_code: int | None = None, since: datetime | None = None,
                              until: datetime | None = None, cursor: str | None = None, limit: int = 100,
-                             reason: str | None = None) -> ExchangePage:
-        """Records in seq order after `cursor`, narrowed by every filter given (`since` <= at < `until`).
+                             reason: str | None = None, newest_first: bool = False) -> ExchangePage:
+        """Records in seq order after `cursor` (newest first: before it), narrowed by every filter given
+        (`since` <= at < `until`).
 
         `iin` finds the records naming the person (by keyed hash) and every record of their cases; the
         search is logged as an `audit-search` record holding the hash, never the IIN."""
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidAuditQuery(f"`limit` must be between 1 and {MAX_LIMIT}")
-        after = decode_cursor(cursor) if cursor else 0
-        query = _metadata_select().where(_LOG.seq > after)
+        if newest_first:
+            query = _metadata_select()
+            if cursor:
+                query = query.where(_LOG.seq < decode_cursor(cursor))
+        else:
+            query = _metadata_select().where(_LOG.seq > (decode_cursor(cursor) if cursor else 0))
         if case_id is not None:
             query = query.where(_LOG.case_id == case_id)
         iin_hash = None
@@ -268,7 +302,8 @@ class ExchangeQueries:
             query = query.where(_LOG.at < until)
         clean_reason = _clean_reason(reason, required=False)
         async with self.engines.read.connect() as conn:
-            rows = (await conn.execute(query.order_by(_LOG.seq).limit(limit + 1))).all()
+            order = _LOG.seq.desc() if newest_first else _LOG.seq
+            rows = (await conn.execute(query.order_by(order).limit(limit + 1))).all()
         items = [_item(dict(row._mapping)) for row in rows[:limit]]
         if iin_hash is not None:
             filters = {k: v for k, v in (("case_id", case_id), ("peer", peer), ("kind", kind), ("result", result),
@@ -306,10 +341,21 @@ class ExchangeQueries:
                                iin_hash=record["iin_hash"], what={"read_seq": seq, "reason": clean_reason})
         return detail
 
-    async def record_export(self, *, principal: Principal, format: ExportFormat, reason: str | None) -> None:
-        """An export leaves the gateway with the log's metadata (events: names too): who took it is logged."""
-        await self._log_action(kind="audit-export", principal=principal,
-                               what={"export": format, "reason": _clean_reason(reason, required=False)})
+    async def record_export(self, *, principal: Principal, format: ExportFormat, reason: str | None,
+                            scope: ExportScope = ExportScope(), reason_required: bool = False) -> None:
+        """An export leaves the gateway with the log's metadata (events: names too): who took it, what it
+        covers and why are logged before the first byte is sent."""
+        what: dict[str, Any] = {"export": format, "reason": _clean_reason(reason, required=reason_required)}
+        if not scope.whole:
+            what["scope"] = scope.logged()
+        await self._log_action(kind="audit-export", principal=principal, case_id=scope.case_id, what=what)
+
+    async def checkpoints(self, *, limit: int = 50) -> list[CheckpointRef]:
+        """The newest signed checkpoints, each with its signature checked against the gateway's keys."""
+        async with self.engines.read.connect() as conn:
+            rows = (await conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.id.desc())
+                                       .limit(limit))).all()
+        return [self._checkpoint(dict(row._mapping)) for row in rows]
 
     def _raw(self, stored: bytes | None, stored_hash: str | None) -> RawMessage:
         if stored is None:
@@ -354,16 +400,24 @@ def _csv_value(value: Any) -> Any:
     return "" if value is None else value
 
 
-async def _csv_pages(engines: Engines, *, page: int) -> AsyncIterator[tuple[bytes, int]]:
+async def _csv_pages(engines: Engines, *, page: int, scope: ExportScope | None = None
+                     ) -> AsyncIterator[tuple[bytes, int]]:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(CSV_COLUMNS)
     yield buffer.getvalue().encode("utf-8"), 0
     after = 0
+    base = _metadata_select()
+    if scope is not None:
+        if scope.case_id is not None:
+            base = base.where(_LOG.case_id == scope.case_id)
+        if scope.since is not None:
+            base = base.where(_LOG.at >= scope.since)
+        if scope.until is not None:
+            base = base.where(_LOG.at <= scope.until)
     while True:
         async with engines.read.connect() as conn:
-            rows = (await conn.execute(_metadata_select().where(_LOG.seq > after)
-                                       .order_by(_LOG.seq).limit(page))).all()
+            rows = (await conn.execute(base.where(_LOG.seq > after).order_by(_LOG.seq).limit(page))).all()
         if not rows:
             return
         buffer.seek(0)
@@ -377,9 +431,10 @@ async def _csv_pages(engines: Engines, *, page: int) -> AsyncIterator[tuple[byte
         after = rows[-1].seq
 
 
-async def iter_csv(*, engines: Engines, page: int = 2_000) -> AsyncIterator[bytes]:
+async def iter_csv(*, engines: Engines, page: int = 2_000, scope: ExportScope | None = None
+                   ) -> AsyncIterator[bytes]:
     """The exchange log's metadata as CSV (RFC 4180, header first), in seq order: no raw bytes, no IIN or hash."""
-    async for chunk, _ in _csv_pages(engines, page=page):
+    async for chunk, _ in _csv_pages(engines, page=page, scope=scope):
         yield chunk
 
 
@@ -463,12 +518,14 @@ class _ChunkPipe:
             await asyncio.gather(task, return_exceptions=True)
 
 
-def export_stream(*, format: ExportFormat, store: Store, until: datetime | None = None) -> AsyncIterator[bytes]:
+def export_stream(*, format: ExportFormat, store: Store, scope: ExportScope = ExportScope()) -> AsyncIterator[bytes]:
     """The bytes of an export as `gateway audit export --format` writes them, produced while they are sent."""
     if format == "events":
-        return iter_event_lines(store=store, until=_aware(until, "until"))
-    if until is not None:
-        raise InvalidAuditQuery("`until` applies to the events format only: the log is exported whole")
+        return iter_event_lines(store=store, until=scope.until, since=scope.since, case_id=scope.case_id)
     if format == "csv":
-        return iter_csv(engines=store.engines)
+        return iter_csv(engines=store.engines, scope=scope)
+    if not scope.whole:
+        # A chain verifies from its first record to its head: a slice of it proves nothing on its own.
+        raise InvalidAuditQuery("the chain export is always the whole log (a part of a hash chain cannot be "
+                                "verified alone); choose events or csv for a case or a period")
     return _ChunkPipe().chunks(lambda out: export_chain(engines=store.engines, out=out))

@@ -73,7 +73,7 @@ def serve(
                           port=settings.port, log_level=settings.log_level.lower(), tls_cert=settings.tls_cert_file,
                           tls_key=settings.tls_key_file, client_ca=settings.tls_client_ca_file,
                           tls_key_password=settings.tls_key_password.get_secret_value()
-                          if settings.tls_key_password else None)]))
+                          if settings.tls_key_password else None, shutdown_bound_s=settings.shutdown_timeout_s)]))
 
 
 @app.command("worker")

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
+import signal
 import ssl
+import threading
+from collections.abc import Generator
 from pathlib import Path
+from types import FrameType
 from typing import Any, Coroutine, TypeVar
 
 import uvicorn
@@ -32,9 +39,43 @@ def run(coro: Coroutine[Any, Any, T]) -> T:
         return runner.run(coro)
 
 
+EXIT_OVERDUE = 70  # EX_SOFTWARE: shutdown overran its bound (a bug); what was accepted is committed anyway
+
+
+class Server(uvicorn.Server):
+    """uvicorn, exiting with 0 after a graceful SIGTERM/SIGINT (stock uvicorn re-raises the signal once done, so
+    the process dies by it), and never taking longer than `exit_bound_s` once asked to exit."""
+
+    exit_bound_s: float | None = None
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.should_exit and self.exit_bound_s is not None:
+            watchdog = threading.Timer(self.exit_bound_s, _overdue, args=(self.exit_bound_s,))
+            watchdog.daemon = True
+            watchdog.start()
+        super().handle_exit(sig, frame)
+
+
+def _overdue(bound_s: float) -> None:
+    logging.getLogger("gateway").error("shutdown overran its bound of %.0f s; exiting now", bound_s)
+    os._exit(EXIT_OVERDUE)
+
+
 def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
            tls_key: Path | None = None, tls_key_password: str | None = None,
-           client_ca: Path | None = None) -> uvicorn.Server:
+           client_ca: Path | None = None, shutdown_bound_s: float | None = None) -> uvicorn.Server:
     """uvicorn for one app; with `client_ca`, the TLS handshake refuses a client without a certificate it issued."""
     tls: dict[str, Any] = {}
     if tls_cert is not None:
@@ -42,9 +83,14 @@ def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_ce
                "ssl_keyfile_password": tls_key_password}
         if client_ca is not None:
             tls |= {"ssl_ca_certs": str(client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
+    # Open connections get a fifth of the shutdown bound (at most 5 s); the lifespan's clean stop the rest.
+    graceful = 5.0 if shutdown_bound_s is None else min(5.0, shutdown_bound_s / 5)
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="on", log_config=None, timeout_graceful_shutdown=5, **tls)
-    return uvicorn.Server(config)
+                            lifespan="on", log_config=None, timeout_graceful_shutdown=graceful, **tls)
+    out = Server(config)
+    if shutdown_bound_s is not None:
+        out.exit_bound_s = shutdown_bound_s + 5.0  # the watchdog only fires if a bounded step did not hold
+    return out
 
 
 def sim_signer(inst: Instance, *, counterparts_file: Path) -> SimSigner | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
@@ -51,7 +52,8 @@ class Dispatcher(Protocol):
     worker_id: str
     lease: timedelta
 
-    def capacity_for(self, instance: str) -> int: ...
+    def take(self, conn: Connection, instance: str) -> bool:
+        """Count one more claim on `instance` in this transaction, if the worker has room for it."""
 
 
 def _conflict(message_id: str) -> MessageConflict:
@@ -75,9 +77,19 @@ class Accepter:
         check_not_in_future(message, now=now)
         incoming = Incoming(message=message, source=source, received_at=now, request_bytes=request_bytes, raw=raw,
                             client=client, signer=signer)
-        result = await self.store.committer.submit(self.accept_many, incoming)
+        commit = asyncio.ensure_future(self.store.committer.submit(self.accept_many, incoming))
+        try:
+            result = await asyncio.shield(commit)
+        except asyncio.CancelledError:
+            # The caller went away; the transaction may still commit, and what it claimed must still start.
+            commit.add_done_callback(self._notify_later)
+            raise
         self.notify(result)
         return result
+
+    def _notify_later(self, commit: asyncio.Future) -> None:
+        if not commit.cancelled() and commit.exception() is None:
+            self.notify(commit.result())
 
     def notify(self, result: Accepted) -> None:
         for listener in self.listeners:
@@ -210,7 +222,6 @@ class Accepter:
             for inc in batch if inc.message.type in REPLY_STATUS
         ])
         dispatcher = self.dispatcher
-        room: dict[str, int] = {}
         deliveries: list[dict[str, Any]] = []
         owners: list[int] = []  # index in batch of each delivery row
         for index, inc in enumerate(batch):
@@ -223,9 +234,7 @@ class Accepter:
                     "claimed_by": None, "lease_until": None, "first_attempt_at": None,
                 }
                 if dispatcher is not None and r.instance is not None:
-                    left = room.setdefault(r.instance, dispatcher.capacity_for(r.instance))
-                    if left > 0:
-                        room[r.instance] = left - 1
+                    if dispatcher.take(conn, r.instance):
                         row.update(state="in_flight", attempts=1, claimed_by=dispatcher.worker_id,
                                    lease_until=inc.received_at + dispatcher.lease, first_attempt_at=inc.received_at)
                 deliveries.append(row)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import threading
 import time
 import uuid
 from collections import Counter
@@ -16,6 +17,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import GatewayError, WireDecodeError
 from gateway.canonical.messages import AnyMessage, CaseRegistered, parse_message
+from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
@@ -38,6 +40,7 @@ from gateway.pipeline.retry import (
 )
 from gateway.pipeline.transport import Transport
 from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
+from gateway.storage.batch import UNDO
 from gateway.storage.store import ClaimedDelivery, Store
 
 log = logging.getLogger("gateway.delivery")
@@ -97,11 +100,13 @@ class DeliveryWorker:
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
         self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
-        self._wake = asyncio.Event()
+        # Claims this process holds, per instance: counted in the claiming transaction itself (acceptance or a
+        # claim, both run by the committer one after the other), so the limits hold however they interleave.
         self._in_flight: Counter[str] = Counter()
-        self._tasks: set[asyncio.Task] = set()
+        self._slots = threading.Lock()  # SQLite's handlers count in the writer thread, attempts end on the loop
+        self._tasks: dict[asyncio.Task, ClaimedDelivery] = {}
         self._stopping = False
-        self._main: asyncio.Task | None = None
+        self.loop = Loop("delivery-worker", self._step, interval_s=settings.poll_interval_s)
 
     def reconfigure(self, mappings: Mappings) -> None:
         """A live counterpart change: attempts started from now on use it; retry state lives in the store."""
@@ -116,60 +121,99 @@ class DeliveryWorker:
         longest = max((i.timeout_s for i in self.mappings.counterparts.instances), default=0.0)
         return timedelta(seconds=max(self.settings.lease_s, longest * 1.5))
 
-    def capacity_for(self, instance: str) -> int:
-        """Room for deliveries claimed at acceptance; none while stopping or the breaker is not closed."""
-        if self._main is None or self._stopping:
-            return 0
+    def take(self, conn: Connection, instance: str) -> bool:
+        """Claim a slot for a delivery accepted in `conn`'s transaction; False while stopping, when the breaker
+        is not closed or the limits are reached. The slot is given back if the transaction does not commit."""
+        if not self.loop.running or self._stopping:
+            return False
         inst = self.mappings.instance(instance)
         if inst is None or not inst.enabled or self.breaker.state(instance, now=time.monotonic()) != "closed":
-            return 0
-        return max(0, min(self.settings.concurrency - self._total_in_flight(),
-                          inst.max_in_flight - self._in_flight[instance]))
+            return False
+        with self._slots:
+            if (self._total_in_flight() >= self.settings.concurrency
+                    or self._in_flight[instance] >= inst.max_in_flight):
+                return False
+            self._in_flight[instance] += 1
+        conn.info[UNDO].append(lambda: self._release_slots((instance,)))
+        return True
+
+    def _hold(self, conn: Connection, claimed: list[ClaimedDelivery]) -> None:
+        if not claimed:
+            return
+        instances = tuple(d.instance for d in claimed)
+        with self._slots:
+            for name in instances:
+                self._in_flight[name] += 1
+        conn.info[UNDO].append(lambda: self._release_slots(instances))
+
+    def _release_slots(self, instances: tuple[str, ...]) -> None:
+        with self._slots:
+            for name in instances:
+                self._in_flight[name] -= 1
 
     def dispatch(self, claimed: tuple[ClaimedDelivery, ...]) -> None:
-        """Start attempts for deliveries that were claimed in a committed transaction."""
+        """Start attempts for deliveries that were claimed (and counted) in a committed transaction."""
         for delivery in claimed:
             self._start(delivery)
         self.metrics.in_flight.set(self._total_in_flight())
 
     def _start(self, delivery: ClaimedDelivery) -> None:
-        self._in_flight[delivery.instance] += 1
         task = asyncio.create_task(self._deliver(delivery))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks[task] = delivery
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task) -> None:
+        self._tasks.pop(task, None)
 
     # --- lifecycle ---------------------------------------------------------------------------
 
     def wake(self) -> None:
-        self._wake.set()
+        self.loop.wake()
+
+    @property
+    def running(self) -> bool:
+        return self.loop.running
 
     def start(self) -> None:
-        self._main = asyncio.create_task(self.run(), name="delivery-worker")
+        self._stopping = False
+        log.info("delivery worker started", extra={"worker": self.worker_id})
+        self.loop.start()
 
     async def stop(self, *, grace_s: float = 5.0) -> None:
+        """Stop claiming, let attempts under way finish for up to `grace_s`, then cut the rest short and hand
+        their claims back (with the store down, their lease brings them back instead). Never raises."""
+        deadline = time.monotonic() + grace_s
         self._stopping = True
-        self._wake.set()
-        if self._main:
-            await self._main
+        await self.loop.stop(timeout_s=min(grace_s, 5.0), interrupt=False)
         if self._tasks:
-            # Unfinished attempts keep their claim; the lease brings them back after a restart.
-            await asyncio.wait(self._tasks, timeout=grace_s)
+            await asyncio.wait(list(self._tasks), timeout=max(0.0, deadline - time.monotonic()))
+        cut = dict(self._tasks)
+        if not cut:
+            return
+        for task in cut:
+            task.cancel()
+        await asyncio.wait(list(cut), timeout=1.0)
+        ids = [d.id for d in cut.values()]
+        try:
+            # The attempt may have reached the counterpart: the next one carries the same message id.
+            await asyncio.wait_for(self.store.committer.submit(self._release_many, (ids, self.clock())),
+                                   timeout=max(1.0, deadline - time.monotonic()))
+            log.info("claims handed back at shutdown", extra={"deliveries": len(ids)})
+        except Exception as exc:  # noqa: BLE001
+            log.warning("claims left to their lease at shutdown (%s: %s)", type(exc).__name__, exc,
+                        extra={"deliveries": len(ids)})
 
-    async def run(self) -> None:
-        log.info("delivery worker started", extra={"worker": self.worker_id})
-        while not self._stopping:
-            try:
-                claimed = await self._claim()
-            except Exception:  # noqa: BLE001
-                log.exception("claiming deliveries failed; retrying")
-                claimed = 0
-                await asyncio.sleep(self.settings.poll_interval_s)
-            if claimed == 0 or self._total_in_flight() >= self.settings.concurrency:
-                self._wake.clear()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout=await self._idle_for())
-                except asyncio.TimeoutError:
-                    pass
+    def _release_many(self, conn: Connection, items: list[tuple[list[int], datetime]]) -> list[None]:
+        for ids, now in items:
+            self.store.release_claims(conn, ids, worker=self.worker_id, now=now)
+        return [None] * len(items)
+
+    async def _step(self) -> float:
+        """One turn of the worker's loop: claim what is due, then how long to wait (a wake cuts it short)."""
+        claimed = await self._claim()
+        if claimed and self._total_in_flight() < self.settings.concurrency:
+            return 0.0
+        return await self._idle_for()
 
     async def run_until_idle(self, *, timeout_s: float = 30.0) -> None:
         """Deliver until nothing is due or in flight (for `gateway worker --once` and tests)."""
@@ -194,42 +238,52 @@ class DeliveryWorker:
         return min(self.settings.poll_interval_s, max(0.0, (due - self.clock()).total_seconds()))
 
     async def _claim(self) -> int:
-        free = self.settings.concurrency - self._total_in_flight()
-        if free <= 0:
+        if self._stopping or self._total_in_flight() >= self.settings.concurrency:
             return 0
         mono = time.monotonic()
-        exclude = []
-        capped = []  # (instance, room) where room < free: claimed apart, so its limit holds
         for inst in self.mappings.counterparts.instances:
-            # blocked() first: it is what turns an open breaker whose pause is over into half-open.
-            if self.breaker.blocked(inst.name, now=mono):
-                exclude.append(inst.name)
-                continue
-            limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
-            room = limit - self._in_flight[inst.name]
-            if room < free:
-                exclude.append(inst.name)
-                if room > 0:
-                    capped.append((inst.name, room))
-        claimed = await self.store.committer.submit(self._claim_many, (free, tuple(exclude), tuple(capped)))
+            # blocked() turns an open breaker whose pause is over into half-open (on the loop, not in a handler).
+            self.breaker.blocked(inst.name, now=mono)
+        claimed = await self.store.committer.submit(self._claim_many, mono)
         for delivery in claimed:
             self._start(delivery)
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
 
-    def _claim_many(
-        self, conn: Connection, requests: list[tuple[int, tuple[str, ...], tuple[tuple[str, int], ...]]]
-    ) -> list:
-        # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits.
+    def _claim_many(self, conn: Connection, requests: list[float]) -> list:
+        # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits. The
+        # room is worked out here, in the transaction, after any acceptance earlier in the same batch took some.
         out = []
-        for free, exclude, capped in requests:
-            now = self.clock()
+        for mono in requests:
             got: list[ClaimedDelivery] = []
-            for name, room in capped:  # an instance with less room than `free` (max_in_flight, half-open)
-                got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=min(room, free - len(got)),
-                                           lease=self.lease, only=(name,))
-            got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=free - len(got),
-                                       lease=self.lease, exclude=exclude)
+            with self._slots:
+                free = self.settings.concurrency - self._total_in_flight()
+                rooms = {}
+                for inst in self.mappings.counterparts.instances:
+                    if self.breaker.is_open(inst.name, now=mono):
+                        rooms[inst.name] = 0
+                        continue
+                    limit = 1 if self.breaker.is_half_open(inst.name) else inst.max_in_flight
+                    rooms[inst.name] = max(0, limit - self._in_flight[inst.name])
+            now = self.clock()
+            exclude = [name for name, room in rooms.items() if room < free]
+            for name, room in rooms.items():
+                if room <= 0 or room >= free or len(got) >= free:
+                    continue
+                # An instance with less room than `free` (max_in_flight, half-open) is claimed apart, so its limit
+                # holds; a half-open one probes with a delivery that failed, not one never tried.
+                limit = min(room, free - len(got))
+                probes = self.breaker.probes(name) if self.breaker.is_half_open(name) else ()
+                taken = self.store.claim_in(conn, worker=self.worker_id, now=now, limit=limit, lease=self.lease,
+                                            only=(name,), ids=probes) if probes else []
+                if not taken:
+                    taken = self.store.claim_in(conn, worker=self.worker_id, now=now, limit=limit,
+                                                lease=self.lease, only=(name,))
+                got += taken
+            if free - len(got) > 0:
+                got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=free - len(got),
+                                           lease=self.lease, exclude=exclude)
+            self._hold(conn, got)
             out.append(got)
         return out
 
@@ -243,9 +297,9 @@ class DeliveryWorker:
             # The claim stays; its lease brings the delivery back. Nothing is lost.
             log.exception("recording a delivery attempt failed", extra={"delivery_id": delivery.id})
         finally:
-            self._in_flight[delivery.instance] -= 1
+            self._release_slots((delivery.instance,))
             self.metrics.in_flight.set(self._total_in_flight())
-            self._wake.set()
+            self.loop.wake()
 
     async def _attempt(self, delivery: ClaimedDelivery) -> _Attempt:
         instance = self.mappings.instance(delivery.instance)
@@ -384,17 +438,20 @@ class DeliveryWorker:
         mono = time.monotonic()
         if attempt.sent_at and attempt.responded_at:
             self.metrics.attempt_latency.labels(*labels).observe((attempt.responded_at - attempt.sent_at).total_seconds())
-        if state == "delivered":
-            self.metrics.delivered.labels(*labels).inc()
+        if state == "delivered" or (attempt.response is not None and attempt.failure is not None
+                                    and not attempt.failure.retryable):
+            # An answer that is final (delivered, or refused for good) shows the counterpart is there.
             if instance:
                 self.breaker.success(instance.name)
                 self.metrics.breaker_open.labels(instance.name).set(0)
+        if state == "delivered":
+            self.metrics.delivered.labels(*labels).inc()
         elif state == "pending":
             self.metrics.retried.labels(*labels).inc()
         else:
             self.metrics.dead.labels(*labels).inc()
         if attempt.failure and attempt.failure.retryable and instance:
-            if self.breaker.failure(instance.name, instance.breaker, now=mono):
+            if self.breaker.failure(instance.name, instance.breaker, now=mono, delivery_id=d.id):
                 self.metrics.breaker_open.labels(instance.name).set(1)
                 log.warning("circuit opened", extra={"instance": instance.name})
         log.log(

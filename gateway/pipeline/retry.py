@@ -11,6 +11,9 @@ import tenacity
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from gateway.mapping import BreakerPolicy, RetryPolicy
+from gateway.pipeline.transport import PeerDisconnected
+
+PROBES_KEPT = 3  # deliveries that failed, remembered per instance, to probe a half-open breaker with
 
 
 class DeliveryFailure(Exception):
@@ -41,10 +44,13 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
 
 
 def classify_transport_error(exc: Exception) -> DeliveryFailure:
-    # Connection resets count with connect errors: the counterpart drops a repeat by message id.
+    """Reason classes: `connect error` (nothing sent), `timeout`, `disconnected after send` (the request may have
+    arrived). All are retried: the counterpart drops a repeat by message id."""
+    if isinstance(exc, (PeerDisconnected, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return DeliveryFailure(f"disconnected after send: {exc}", retryable=True)
     if isinstance(exc, httpx.TimeoutException):
         return DeliveryFailure(f"timeout: {type(exc).__name__}", retryable=True)
-    if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+    if isinstance(exc, httpx.NetworkError):
         return DeliveryFailure(f"connection error: {type(exc).__name__}", retryable=True)
     return DeliveryFailure(f"transport error: {type(exc).__name__}: {exc}", retryable=False)
 
@@ -112,6 +118,17 @@ class CircuitBreaker:
         self._failures: dict[str, int] = {}
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
+        self._failed: dict[str, list[int]] = {}  # newest last: the deliveries a half-open breaker probes with
+
+    def is_open(self, instance: str, *, now: float) -> bool:
+        """Open and still pausing (no side effect, unlike blocked())."""
+        until = self._open_until.get(instance)
+        return until is not None and now < until
+
+    def probes(self, instance: str) -> tuple[int, ...]:
+        """Deliveries that failed lately, newest first: a probe with one of them tests the fault that opened the
+        breaker; a never-tried one would fail on a fault that hits first attempts and reopen it."""
+        return tuple(reversed(self._failed.get(instance, ())))
 
     def blocked(self, instance: str, *, now: float) -> bool:
         until = self._open_until.get(instance)
@@ -134,9 +151,13 @@ class CircuitBreaker:
         self._failures.pop(instance, None)
         self._open_until.pop(instance, None)
         self._half_open.discard(instance)
+        self._failed.pop(instance, None)
 
-    def failure(self, instance: str, policy: BreakerPolicy, *, now: float) -> bool:
+    def failure(self, instance: str, policy: BreakerPolicy, *, now: float, delivery_id: int | None = None) -> bool:
         """Count a failure; True when this failure opened the breaker."""
+        if delivery_id is not None:
+            kept = [d for d in self._failed.get(instance, ()) if d != delivery_id]
+            self._failed[instance] = (kept + [delivery_id])[-PROBES_KEPT:]
         count = self._failures.get(instance, 0) + 1
         self._failures[instance] = count
         if instance in self._half_open or count >= policy.failure_threshold:

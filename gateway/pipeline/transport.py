@@ -4,11 +4,33 @@ from __future__ import annotations
 
 from typing import Protocol
 
+import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.mapping import Instance
 from gateway.pipeline.ports import WireRequest, WireResponse
+
+
+class PeerDisconnected(httpx.NetworkError):
+    """The counterpart closed the connection after the request was sent: it may well have arrived."""
+
+
+def _remap(exc: httpx.TransportError) -> httpx.TransportError:
+    """httpx-aiohttp 0.2 maps every aiohttp connection error to ConnectTimeout (its table picks the most derived
+    httpx class); tell apart what happened from aiohttp's own exception, which it keeps as the cause."""
+    cause = exc.__cause__
+    if not isinstance(cause, aiohttp.ClientError):
+        return exc
+    if isinstance(cause, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout(str(cause))
+    if isinstance(cause, aiohttp.ServerTimeoutError):
+        return httpx.ReadTimeout(str(cause))
+    if isinstance(cause, aiohttp.ClientConnectorError):  # refused, unreachable, name not resolved: nothing was sent
+        return httpx.ConnectError(str(cause))
+    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+        return PeerDisconnected(f"{type(cause).__name__}: {cause}")
+    return exc
 
 
 class Transport(Protocol):
@@ -42,13 +64,19 @@ class HttpxTransport:
         return client
 
     async def send(self, instance: Instance, request: WireRequest) -> WireResponse:
-        response = await self._client(instance).request(
-            request.method,
-            instance.url + request.path,
-            headers=list(request.headers),
-            content=request.body,
-            timeout=instance.timeout_s,
-        )
+        try:
+            response = await self._client(instance).request(
+                request.method,
+                instance.url + request.path,
+                headers=list(request.headers),
+                content=request.body,
+                timeout=instance.timeout_s,
+            )
+        except httpx.TransportError as exc:
+            mapped = _remap(exc)
+            if mapped is exc:
+                raise
+            raise mapped from exc.__cause__
         return WireResponse(response.status_code, tuple(response.headers.multi_items()), response.content)
 
     async def aclose(self) -> None:

@@ -234,6 +234,7 @@ class _Kpi:
     day180_cases: int = 0
     day180_index_sum: int = 0
     day180_successful: int = 0
+    day180_index_counts: Counter[int] = field(default_factory=Counter)  # index value -> cases (the distribution)
 
 
 def _scores(events: list[Event], until: int, kinds: Mapping[str, KindInfo]) -> dict[str, int]:
@@ -349,6 +350,7 @@ def _case(case_id: str, events: list[Event], rules: list[_Rule], dispatch: dict[
             total = sum(scores.values())
             kpi.day180_cases += 1
             kpi.day180_index_sum += total
+            kpi.day180_index_counts[total] += 1
             if total >= 7 and min(scores.values()) > 0:
                 kpi.day180_successful += 1
 
@@ -537,6 +539,7 @@ def compute_report(*, events: Iterable[Event], policy: SlaPolicy, calendar: Work
                 kpi.day180_index_sum / kpi.day180_cases if kpi.day180_cases else None,
             "successful": kpi.day180_successful,
             "successful_share": _ratio(kpi.day180_successful, kpi.day180_cases),
+            "index_distribution": {str(k): v for k, v in sorted(kpi.day180_index_counts.items())},
         },
         "unmatched_replies": unmatched,
     }

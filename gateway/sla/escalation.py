@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import datetime, timezone
 
 from gateway.canonical.messages import AnyMessage, parse_message
+from gateway.loops import Loop
 from gateway.pipeline.accept import Accepter
 from gateway.pipeline.ports import Clock, derived_message_id
 from gateway.sla.engine import Leg, SlaReport
@@ -54,22 +54,16 @@ class EscalationScheduler:
         self.config = config
         self.clock = clock
         self.interval_s = interval_s
-        self._task: asyncio.Task | None = None
+        self.loop = Loop("sla-escalations", self._step, interval_s=interval_s)
         # A pass is only worth it when a message arrived or an open leg's deadline passed since the last.
         self._seen_up_to: int | None = None
         self._next_deadline_us: int | None = None
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="sla-escalations")
+        self.loop.start()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        await self.loop.stop()  # a pass cut short is redone by the next one: escalations are idempotent
 
     async def check(self) -> int:
         """One pass; returns how many escalations were newly raised (0 when nothing could have changed)."""
@@ -90,10 +84,5 @@ class EscalationScheduler:
                 log.info("escalation raised", extra={"message_id": result.message_id, "rule": message.body.rule})
         return raised
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.check()
-            except Exception:  # noqa: BLE001
-                log.exception("SLA escalation pass failed; the next pass retries")
-            await asyncio.sleep(self.interval_s)
+    async def _step(self) -> None:
+        await self.check()

@@ -39,6 +39,15 @@ async def live_report(
     return replace(report, legs=legs, summary=summarize(legs, rules=list(config.policy.rules)))
 
 
+async def live_case_report(*, store: Store, config: SlaConfig, case_id: str, as_of: datetime) -> SlaReport:
+    """One case's legs as of `as_of`: the engine over that case's events only (legs never span cases, and a
+    reply names the case of the referral it answers), so it equals the whole report's legs of the case."""
+    events = [parse_event_line(line, line_no=n)
+              async for n, line in _numbered(iter_event_lines(store=store, case_id=case_id))]
+    return compute_report(events=events, policy=config.policy, calendar=config.calendar, kinds=config.kinds,
+                          as_of=as_of)
+
+
 async def _numbered(lines):  # noqa: ANN001, ANN202
     n = 0
     async for line in lines:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+CONNECT_TIMEOUT_S = 5.0
 _LOCK_KEY = 0x6761746577  # PostgreSQL advisory lock: one migrator at a time across processes
 
 
@@ -73,7 +74,10 @@ def create_engines(url: str, *, pool_size: int = 10) -> Engines:
         _sqlite_pragmas(read, immediate=False)
         _sqlite_pragmas(writer, immediate=True)
         return Engines(write=write, read=read, sqlite_writer=writer)
-    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    # pre-ping: a connection the server dropped (restart, failover) is replaced at checkout, not handed out;
+    # a bounded connect: while the server is away a caller hears so in seconds, not after asyncpg's 60 s.
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True,
+                                 pool_timeout=10, connect_args={"timeout": CONNECT_TIMEOUT_S})
     return Engines(write=engine, read=engine)
 
 

@@ -23,6 +23,10 @@ class Begun:
     body: bytes | None = None
 
 
+# Longer than any request may take (body limit, timeouts): an in-flight key older than this was left behind.
+IN_FLIGHT_MAX = timedelta(seconds=120)
+
+
 class IdempotencyStore:
     def __init__(self, store: Store, *, ttl: timedelta) -> None:
         self.store = store
@@ -45,7 +49,13 @@ class IdempotencyStore:
                 out.append(Begun("new"))
                 continue
             row = conn.execute(select(idempotency_keys).where(_key(client_id, key))).one()
-            if row.request_hash != request_hash:
+            if row.state != "done" and row.created_at < now - IN_FLIGHT_MAX:
+                # Its request ended without finish() or abandon() (a crash, or the store went away before the
+                # key could be forgotten): nothing was answered for it, so this request starts afresh.
+                conn.execute(update(idempotency_keys).where(_key(client_id, key))
+                             .values(request_hash=request_hash, created_at=now, expires_at=now + self.ttl))
+                out.append(Begun("new"))
+            elif row.request_hash != request_hash:
                 out.append(Begun("mismatch"))
             elif row.state != "done":
                 out.append(Begun("in_flight"))

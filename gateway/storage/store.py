@@ -14,7 +14,7 @@ from sqlalchemy.engine import Connection
 from gateway.storage.batch import DEFERRED, Committer
 from gateway.storage.db import Engines
 from gateway.storage.personal import PersonSeal
-from gateway.storage.tables import cases, deliveries, exchanges, messages, referrals
+from gateway.storage.tables import cases, deliveries, document_requests, exchanges, messages, referrals
 
 FINAL_STATES = ("delivered", "dead")
 
@@ -217,16 +217,22 @@ class Store:
 
     def claim_in(
         self, conn: Connection, *, worker: str, now: datetime, limit: int, lease: timedelta,
-        exclude: Iterable[str] = (), only: Iterable[str] = (),
+        exclude: Iterable[str] = (), only: Iterable[str] = (), ids: Iterable[int] = (),
     ) -> list[ClaimedDelivery]:
-        """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED)."""
+        """Take up to `limit` due deliveries; safe with several processes on PostgreSQL (SKIP LOCKED).
+
+        With `ids`, only those, and a pending one even before its next attempt time (a breaker's probe)."""
         if limit <= 0:
             return []
+        chosen = list(ids)
         due = or_(
-            and_(deliveries.c.state == "pending", deliveries.c.next_attempt_at <= now),
+            and_(deliveries.c.state == "pending",
+                 deliveries.c.id.in_(chosen) if chosen else deliveries.c.next_attempt_at <= now),
             # A claim whose worker died (lease ran out) is due again.
             and_(deliveries.c.state == "in_flight", deliveries.c.lease_until < now),
         )
+        if chosen:
+            due = and_(due, deliveries.c.id.in_(chosen))
         pick = select(deliveries.c.id).where(due)
         excluded = list(exclude)
         if excluded:
@@ -273,6 +279,15 @@ class Store:
                             contents[r.message_id], registrations.get(r.case_id, (None, None))[1])
             for r in claimed
         ]
+
+    @staticmethod
+    def release_claims(conn: Connection, delivery_ids: list[int], *, worker: str, now: datetime) -> None:
+        """Hand back claims whose attempts were cut short (shutdown): due again at once, for any worker."""
+        if delivery_ids:
+            conn.execute(update(deliveries)
+                         .where(deliveries.c.id.in_(delivery_ids), deliveries.c.claimed_by == worker,
+                                deliveries.c.state == "in_flight")
+                         .values(state="pending", claimed_by=None, lease_until=None, next_attempt_at=now))
 
     async def next_due(self) -> datetime | None:
         async with self.engines.read.connect() as conn:
@@ -335,9 +350,11 @@ class Store:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
 
     async def iter_messages(
-        self, *, until: datetime | None = None, batch: int = 5000
+        self, *, until: datetime | None = None, since: datetime | None = None, case_id: str | None = None,
+        batch: int = 5000,
     ) -> AsyncIterator[tuple[bytes, datetime]]:
-        """Every stored business event (content, received_at) in acceptance order, read in pages.
+        """Every stored business event (content, received_at) in acceptance order, read in pages; optionally
+        one case's, or those received in [since, until].
 
         Document results (`document.ready`) are left out: they carry a person's records, not case events.
         """
@@ -348,6 +365,10 @@ class Store:
                      .order_by(messages.c.id).limit(batch))
             if until is not None:
                 query = query.where(messages.c.received_at <= until)
+            if since is not None:
+                query = query.where(messages.c.received_at >= since)
+            if case_id is not None:
+                query = query.where(messages.c.case_id == case_id)
             async with self.engines.read.connect() as conn:
                 rows = (await conn.execute(query)).all()
             for row in rows:
@@ -408,3 +429,37 @@ class Store:
                  .where(messages.c.case_id == case_id).order_by(messages.c.occurred_at, messages.c.id))
         async with self.engines.read.connect() as conn:
             return [dict(r) for r in (await conn.execute(query)).mappings()]
+
+    async def case_activity(self, case_id: str) -> dict[str, list[dict[str, Any]]]:
+        """Everything stored about one case, for the case view: its messages (content opened), their
+        deliveries and hops, its referrals and its document requests (never the person's IIN or records)."""
+        msgs = (select(messages.c.id, messages.c.message_id, messages.c.type, messages.c.occurred_at,
+                       messages.c.received_at, messages.c.source, messages.c.content)
+                .where(messages.c.case_id == case_id).order_by(messages.c.occurred_at, messages.c.id))
+        dels = (select(deliveries.c.id, deliveries.c.message_id, deliveries.c.counterpart, deliveries.c.instance,
+                       deliveries.c.state, deliveries.c.attempts, deliveries.c.created_at, deliveries.c.finished_at,
+                       deliveries.c.last_status, deliveries.c.reason)
+                .where(deliveries.c.case_id == case_id).order_by(deliveries.c.id))
+        hops = (select(exchanges.c.message_id, exchanges.c.delivery_id, exchanges.c.hop, exchanges.c.peer,
+                       exchanges.c.attempt, exchanges.c.request_in_at, exchanges.c.request_out_at,
+                       exchanges.c.response_in_at, exchanges.c.response_out_at, exchanges.c.status_code,
+                       exchanges.c.result, exchanges.c.error)
+                .where(exchanges.c.message_id.in_(select(messages.c.message_id)
+                                                  .where(messages.c.case_id == case_id)))
+                .order_by(exchanges.c.id))
+        refs = select(referrals).where(referrals.c.case_id == case_id).order_by(referrals.c.referral_id)
+        docs = (select(document_requests.c.request_id, document_requests.c.record_kind, document_requests.c.instance,
+                       document_requests.c.state, document_requests.c.served_from, document_requests.c.created_at,
+                       document_requests.c.completed_at, document_requests.c.client_id)
+                .where(document_requests.c.case_id == case_id).order_by(document_requests.c.created_at))
+        async with self.engines.read.connect() as conn:
+            found = {
+                "messages": [dict(r) for r in (await conn.execute(msgs)).mappings()],
+                "deliveries": [dict(r) for r in (await conn.execute(dels)).mappings()],
+                "hops": [dict(r) for r in (await conn.execute(hops)).mappings()],
+                "referrals": [dict(r) for r in (await conn.execute(refs)).mappings()],
+                "documents": [dict(r) for r in (await conn.execute(docs)).mappings()],
+            }
+        for row in found["messages"]:
+            row["content"] = self._open(row["content"])
+        return found

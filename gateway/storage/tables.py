@@ -228,3 +228,18 @@ counterpart_config = Table(
     Column("changed_by", String(100), nullable=False),
     Column("change", Text, nullable=False),  # what changed: instance, before, after
 )
+
+# Console sessions: a person's bearer token exchanged once for a random session id; only its hash is kept,
+# so a stolen database copy signs nobody in, and every process on PostgreSQL sees the same sessions.
+console_sessions = Table(
+    "console_sessions",
+    metadata,
+    Column("id_hash", String(64), primary_key=True),  # SHA-256 of the cookie value
+    Column("client_id", String(100), nullable=False),
+    Column("csrf", String(64), nullable=False),  # the synchronizer token every state-changing form carries
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),  # absolute expiry; idle expiry is last_seen_at + idle
+    Column("ended_at", UTCDateTime),  # signed out: the old cookie is refused from then on
+)
+Index("ix_console_sessions_expires", console_sessions.c.expires_at)

@@ -325,7 +325,10 @@ def test_operations_endpoints(stack: Stack, client: httpx.Client) -> None:
     assert r.status_code == 200 and r.json() == {"status": "ok"}
     r = client.get("/readyz")
     assert r.status_code == 200, r.text
-    assert r.json() == {"status": "ready", "schema": head_revision()}
+    ready = r.json()
+    assert (ready["status"], ready["schema"]) == ("ready", head_revision())
+    assert {"committer", "delivery-worker"} <= set(ready["loops"])
+    assert all(loop["state"] in ("starting", "up") for loop in ready["loops"].values()), ready["loops"]
     assert head_revision() == _query(stack.database_url, "SELECT version_num FROM alembic_version")[0][0]
 
     case = _case(seed=51)

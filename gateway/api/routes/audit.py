@@ -12,7 +12,15 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
 from gateway.api.schemas import Problem
-from gateway.audit.query import MAX_LIMIT, ExchangeDetail, ExchangePage, ExchangeQueries, export_stream
+from gateway.audit.query import (
+    EXPORTS,
+    MAX_LIMIT,
+    ExchangeDetail,
+    ExchangePage,
+    ExchangeQueries,
+    ExportScope,
+    export_stream,
+)
 from gateway.bootstrap import Container
 from security.access import Principal
 
@@ -21,11 +29,6 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"], responses=AUTH_PROBLEMS)
 Auditor = Annotated[Principal, require("auditor")]
 Reason = Annotated[str | None, Query(description="why the auditor reads this (kept in the log)")]
 INVALID = {422: {"model": Problem, "description": "A filter, cursor or reason that is not valid"}}
-EXPORTS = {
-    "events": ("application/x-ndjson", "events.jsonl"),
-    "csv": ("text/csv; charset=utf-8", "exchange-log.csv"),
-    "chain": ("application/x-ndjson", "exchange-log.jsonl"),
-}
 
 
 def _queries(c: Container) -> ExchangeQueries:
@@ -52,11 +55,12 @@ async def list_exchanges(
     cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     reason: Reason = None,
+    newest_first: Annotated[bool, Query(description="descending seq order; `cursor` then pages back in time")] = False,
 ) -> ExchangePage:
     """Exchange-log records in seq order: metadata only, no raw bytes and no personal data."""
     return await _queries(c).list_exchanges(principal=caller, case_id=case_id, iin=iin, peer=peer, kind=kind,
                                             result=result, status_code=status_code, since=since, until=until,
-                                            cursor=cursor, limit=limit, reason=reason)
+                                            cursor=cursor, limit=limit, reason=reason, newest_first=newest_first)
 
 
 class ExchangeSearch(BaseModel):
@@ -75,6 +79,7 @@ class ExchangeSearch(BaseModel):
     cursor: str | None = None
     limit: int = Field(100, ge=1, le=MAX_LIMIT)
     reason: str | None = Field(None, description="why the auditor searches (kept in the log)")
+    newest_first: bool = Field(False, description="descending seq order; `cursor` then pages back in time")
 
 
 @router.post("/exchanges/search", response_model=ExchangePage, responses=INVALID)
@@ -102,12 +107,18 @@ async def export(
     c: ContainerDep,
     caller: Auditor,
     format: Literal["events", "csv", "chain"] = "events",
-    until: Annotated[datetime | None, Query(description="events only: messages received up to this time")] = None,
+    case_id: Annotated[str | None, Query(description="events and csv: only this case's messages or records")] = None,
+    since: Annotated[datetime | None, Query(description="events: messages received at or after this time; csv: "
+                                                        "records written at or after it")] = None,
+    until: Annotated[datetime | None, Query(description="events: messages received up to this time; csv: "
+                                                        "records written up to it")] = None,
     reason: Reason = None,
 ) -> StreamingResponse:
-    """The export `gateway audit export --format` writes, streamed; who took it is logged (`audit-export`)."""
-    body = export_stream(format=format, store=c.store, until=until)
-    await _queries(c).record_export(principal=caller, format=format, reason=reason)
+    """The export `gateway audit export --format` writes, streamed; who took it, its scope and the reason are
+    logged (`audit-export`). The chain is always the whole log: a scope with `format=chain` is refused."""
+    scope = ExportScope(case_id=case_id, since=since, until=until)
+    body = export_stream(format=format, store=c.store, scope=scope)
+    await _queries(c).record_export(principal=caller, format=format, reason=reason, scope=scope)
     media_type, filename = EXPORTS[format]
     return StreamingResponse(body, media_type=media_type,
                              headers={"Content-Disposition": f'attachment; filename="{filename}"'})

@@ -12,7 +12,7 @@ from gateway.api.auth import AUTH_PROBLEMS, require
 from gateway.api.deps import ContainerDep
 from gateway.canonical.errors import NotFound
 from gateway.pipeline.technical import TechnicalReport, technical_report
-from gateway.sla.live import live_report
+from gateway.sla.live import live_case_report, live_report
 
 router = APIRouter(prefix="/v1/sla", tags=["sla"], dependencies=[require("system", "auditor", "admin")],
                    responses=AUTH_PROBLEMS)
@@ -37,7 +37,7 @@ async def report(
 @router.get("/cases/{case_id}")
 async def case_legs(case_id: str, c: ContainerDep, as_of: AwareDatetime | None = None) -> dict[str, Any]:
     """Every leg of one case, with the case's message timeline."""
-    result = (await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock())).to_dict()
+    result = (await live_case_report(store=c.store, config=c.sla, case_id=case_id, as_of=as_of or c.clock())).to_dict()
     legs = [leg for leg in result["legs"] if leg["case_id"] == case_id]
     timeline = await c.store.case_timeline(case_id)
     if not legs and not timeline:
