@@ -105,14 +105,16 @@ class Stack:
     servers: list[ThreadServer] = field(default_factory=list)
     national: tuple[str, ...] = ()  # also run these national counterparts' simulators: con, mtszn, health
     sims: dict[str, ThreadServer] = field(default_factory=dict)
+    wrap: Any = None  # wraps the МИО and Probation IS simulators' apps (an independent capture, say)
 
     def __post_init__(self) -> None:
+        wrap = self.wrap or (lambda app: app)
         self.gateway_port = self.gateway_sock.getsockname()[1]
         self.gateway_url = f"http://127.0.0.1:{self.gateway_port}"
         self.keys_dir = self.tmp / "peer-keys"
-        self.mio = ThreadServer(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio",
-                                        signer=self.sim_signer("mio-kz-35"))).start()
-        self.probation = ThreadServer(probation_app(signer=self.sim_signer("probation"))).start()
+        self.mio = ThreadServer(wrap(mio_app(name="mio-kz-35", callback_url=f"{self.gateway_url}/v1/inbound/mio",
+                                             signer=self.sim_signer("mio-kz-35")))).start()
+        self.probation = ThreadServer(wrap(probation_app(signer=self.sim_signer("probation")))).start()
         self.servers += [self.mio, self.probation]
         instances = [
             {"name": "probation", "counterpart": "probation", "base_url": self.probation.url,

@@ -11,12 +11,15 @@ from fastapi.staticfiles import StaticFiles
 
 ASSETS_PATH = "/docs/assets"
 STATIC_DIR = Path(__file__).parent / "static"
-# Both UIs set inline style attributes and inject <style> elements, and ReDoc runs its search in a blob: worker;
-# everything else, scripts included, comes from this origin only.
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "worker-src 'self' blob:; font-src 'self' data:; object-src 'none'; base-uri 'none'; form-action 'self'; "
-       "frame-ancestors 'none'")
-HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+# Scripts, styles, images and the OpenAPI document from this origin only; what each UI needs beyond that
+# (checked in Chromium, tests/browser) is added per page.
+_CSP = ("default-src 'self'; script-src 'self'; img-src 'self' data:; object-src 'none'; base-uri 'none'; "
+        "form-action 'self'; frame-ancestors 'none'")
+_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+SWAGGER_HEADERS = {**_HEADERS, "Content-Security-Policy": f"{_CSP}; style-src 'self'"}
+# ReDoc's styled-components inject <style> elements and its search index runs in a blob: worker.
+REDOC_HEADERS = {**_HEADERS, "Content-Security-Policy": f"{_CSP}; style-src 'self' 'unsafe-inline'; "
+                                                        "worker-src 'self' blob:"}
 
 router = APIRouter(include_in_schema=False)
 
@@ -33,12 +36,12 @@ def _urls(request: Request) -> tuple[str, str, str]:
     return root, f"{root}{ASSETS_PATH}", f"{root}{request.app.openapi_url}"
 
 
-def _page(title: str, head: str, body: str) -> HTMLResponse:
+def _page(title: str, head: str, body: str, headers: dict[str, str]) -> HTMLResponse:
     return HTMLResponse(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
         f"<title>{escape(title)}</title>\n{head}</head>\n<body>\n{body}</body>\n</html>\n",
-        headers=HEADERS)
+        headers=headers)
 
 
 @router.get("/docs")
@@ -51,14 +54,14 @@ async def swagger_ui(request: Request) -> HTMLResponse:
         f'<div id="swagger-ui" data-openapi-url="{escape(openapi)}" '
         f'data-oauth2-redirect-url="{escape(root)}/docs/oauth2-redirect"></div>\n'
         f'<script src="{escape(assets)}/swagger-ui/swagger-ui-bundle.js"></script>\n'
-        f'<script src="{escape(assets)}/swagger-init.js"></script>\n')
+        f'<script src="{escape(assets)}/swagger-init.js"></script>\n', SWAGGER_HEADERS)
 
 
 @router.get("/docs/oauth2-redirect")
 async def swagger_ui_oauth2_redirect(request: Request) -> HTMLResponse:
     _, assets, _ = _urls(request)
     return _page("Swagger UI: OAuth2 redirect", "",
-                 f'<script src="{escape(assets)}/swagger-ui/oauth2-redirect.js"></script>\n')
+                 f'<script src="{escape(assets)}/swagger-ui/oauth2-redirect.js"></script>\n', SWAGGER_HEADERS)
 
 
 @router.get("/redoc")
@@ -72,4 +75,4 @@ async def redoc(request: Request) -> HTMLResponse:
         '<noscript>ReDoc needs JavaScript to show the API documentation.</noscript>\n'
         f'<div id="redoc" data-openapi-url="{escape(openapi)}"></div>\n'
         f'<script src="{escape(assets)}/redoc/redoc.standalone.js"></script>\n'
-        f'<script src="{escape(assets)}/redoc-init.js"></script>\n')
+        f'<script src="{escape(assets)}/redoc-init.js"></script>\n', REDOC_HEADERS)

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
 from fastapi import Request
@@ -162,7 +162,8 @@ class Console:
 
 
 def _here(request: Request) -> str:
-    query = request.url.query
+    """This page's address for links back to it; an IIN typed into a link is never repeated in another."""
+    query = urlencode([(k, v) for k, v in request.query_params.multi_items() if k != "iin"])
     return request.url.path + (f"?{query}" if query else "")
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import statistics
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -267,9 +267,21 @@ def _scores(events: list[Event], until: int, kinds: Mapping[str, KindInfo]) -> d
     return scores
 
 
+class _CaseFacts(NamedTuple):
+    """What one case's events decide whatever the report's as_of (the events themselves already end at it)."""
+
+    legs: list[Leg]  # in report order; a leg not stopped has status "" until as_of fills it in (_apply)
+    unstopped: bool
+    r3_detected: int
+    r3_close_us: list[int]
+    registered_at: int | None
+    day90_three_at_2: bool
+    day180_index: int
+    day180_successful: bool
+
+
 def _case(case_id: str, events: list[Event], rules: list[_Rule], dispatch: dict[str, list[tuple[bool, _Rule]]],
-          calendar: WorkingCalendar, kinds: Mapping[str, KindInfo],
-          as_of: int, kpi: _Kpi, legs: list[Leg], order: dict[str, int]) -> None:
+          calendar: WorkingCalendar, kinds: Mapping[str, KindInfo], order: dict[str, int]) -> _CaseFacts:
     # Business time decides, not arrival order; message_id breaks ties so the result never depends on order.
     events.sort()
     starts: dict[int, list[Event]] = {}
@@ -296,6 +308,7 @@ def _case(case_id: str, events: list[Event], rules: list[_Rule], dispatch: dict[
             closed.setdefault(risk_id, []).append(at)  # type: ignore[arg-type]
 
     case_legs: list[Leg] = []
+    unstopped = False
     for index, rule_starts in starts.items():
         r = rules[index]
         # Candidate stops per risk when the rule links them; times kept apart for bisect (no O(n²) scan).
@@ -327,32 +340,51 @@ def _case(case_id: str, events: list[Event], rules: list[_Rule], dispatch: dict[
                     "met" if stop_at <= deadline else "breached", stop_at - start_at,
                     info.counterpart if info is not None else r.waits_on, region)))
             else:
+                unstopped = True
                 case_legs.append(_new(Leg, (
-                    case_id, r.name, st[1], start_at, deadline, None, None,
-                    "overdue" if as_of > deadline else "open", as_of - start_at, r.waits_on, region)))
+                    case_id, r.name, st[1], start_at, deadline, None, None, "", 0, r.waits_on, region)))
     if len(case_legs) > 1:
         case_legs.sort(key=lambda leg: (leg[3], order[leg[1]], leg[2]))
-    legs.extend(case_legs)
 
+    r3_close_us = []
     for risk_id, detected in r3.items():
-        kpi.r3_detected += 1
         after = [c for c in closed.get(risk_id, ()) if c >= detected]
         if after:
-            kpi.r3_close_us.append(after[0] - detected)
+            r3_close_us.append(after[0] - detected)
+    three_at_2, index, successful = False, 0, False
+    if registered_at is not None:
+        # Both scores whatever as_of: _apply counts them once as_of is 90 (180) days past the registration.
+        scores = _scores(events, registered_at + 90 * DAY_US, kinds)
+        three_at_2 = scores["legal"] == scores["housing"] == scores["economic"] == 2
+        scores = _scores(events, registered_at + 180 * DAY_US, kinds)
+        index = sum(scores.values())
+        successful = index >= 7 and min(scores.values()) > 0
+    return _CaseFacts(case_legs, unstopped, len(r3), r3_close_us, registered_at, three_at_2, index, successful)
+
+
+def _apply(facts: _CaseFacts, as_of: int, kpi: _Kpi, legs: list[Leg]) -> None:
+    """One case's facts into the report as of `as_of`: legs not stopped are open or overdue by now."""
+    if facts.unstopped:
+        for leg in facts.legs:
+            if leg[7]:
+                legs.append(leg)
+            else:
+                legs.append(_new(Leg, (leg[0], leg[1], leg[2], leg[3], leg[4], None, None,
+                                       "overdue" if as_of > leg[4] else "open", as_of - leg[3], leg[9], leg[10])))
+    else:
+        legs.extend(facts.legs)
+    kpi.r3_detected += facts.r3_detected
+    kpi.r3_close_us.extend(facts.r3_close_us)
+    registered_at = facts.registered_at
     if registered_at is not None:
         if registered_at + 90 * DAY_US <= as_of:
-            scores = _scores(events, registered_at + 90 * DAY_US, kinds)
             kpi.day90_cases += 1
-            if scores["legal"] == scores["housing"] == scores["economic"] == 2:
-                kpi.day90_three_at_2 += 1
+            kpi.day90_three_at_2 += facts.day90_three_at_2
         if registered_at + 180 * DAY_US <= as_of:
-            scores = _scores(events, registered_at + 180 * DAY_US, kinds)
-            total = sum(scores.values())
             kpi.day180_cases += 1
-            kpi.day180_index_sum += total
-            kpi.day180_index_counts[total] += 1
-            if total >= 7 and min(scores.values()) > 0:
-                kpi.day180_successful += 1
+            kpi.day180_index_sum += facts.day180_index
+            kpi.day180_index_counts[facts.day180_index] += 1
+            kpi.day180_successful += facts.day180_successful
 
 
 def _counts(keys: list[str] | None, tally: Counter[tuple[str, str]]) -> dict[str, dict[str, Any]]:
@@ -502,20 +534,27 @@ def compute_report(*, events: Iterable[Event], policy: SlaPolicy, calendar: Work
             _new(Event, (e[0], e[1], e[2], request[3], request[4], e[5], request[6], None, None, None)))
     del replies, requests
 
+    rules, dispatch, order = _plan(policy, kinds)
+    legs: list[Leg] = []
+    kpi = _Kpi()
+    for case_id in sorted(by_case):
+        _apply(_case(case_id, by_case[case_id], rules, dispatch, calendar, kinds, order), as_of_us, kpi, legs)
+    del by_case
+    return _report(as_of_us, legs, kpi, unmatched, rules)
+
+
+def _plan(policy: SlaPolicy, kinds: Mapping[str, KindInfo]
+          ) -> tuple[list[_Rule], dict[str, list[tuple[bool, _Rule]]], dict[str, int]]:
     rules = _compile(policy, kinds)
     # Per message type, the rules it may start (True) or stop (False): one look-up per event.
     dispatch: dict[str, list[tuple[bool, _Rule]]] = defaultdict(list)
     for r in rules:
         dispatch[r.start_type].append((True, r))
         dispatch[r.stop_type].append((False, r))
-    legs: list[Leg] = []
-    kpi = _Kpi()
-    order = {r.name: r.index for r in rules}
-    for case_id in sorted(by_case):
-        _case(case_id, by_case[case_id], rules, dispatch, calendar, kinds, as_of_us, kpi, legs,
-              order)
-    del by_case
+    return rules, dispatch, {r.name: r.index for r in rules}
 
+
+def _report(as_of_us: int, legs: list[Leg], kpi: _Kpi, unmatched: int, rules: list[_Rule]) -> SlaReport:
     # Counted in C (Counter over itemgetter tuples): a Python loop over 500k legs costs three times as much.
     summary = _counts([r.name for r in rules], Counter(map(itemgetter(1, 7), legs)))
     kpi_out = {
@@ -549,3 +588,131 @@ def compute_report(*, events: Iterable[Event], policy: SlaPolicy, calendar: Work
 def summarize(legs: Iterable[Leg], *, rules: list[str]) -> dict[str, dict[str, Any]]:
     """The per-rule summary of any subset of legs, counted as the report counts its own."""
     return _counts(rules, Counter(map(itemgetter(1, 7), legs)))
+
+
+class IncrementalReport:
+    """`compute_report` over events that keep arriving: the same report, recomputing only the cases that changed.
+
+    Events are added once (in acceptance order, as the events file lists them). Each case's facts are kept
+    per stretch of as_of between two of the times that decide its events (its own, its replies', their
+    requests'), so a report as of any moment recomputes a case only when its events changed or as_of moved
+    past one of those times; the rest of the report is _apply and the summary."""
+
+    _MEMO_PER_CASE = 4  # stretches of as_of kept per case: "now" and a few fixed dates are the usual asks
+
+    def __init__(self, *, policy: SlaPolicy, calendar: WorkingCalendar, kinds: Mapping[str, KindInfo]) -> None:
+        self.calendar = calendar
+        self.kinds = kinds
+        self.rules, self.dispatch, self.order = _plan(policy, kinds)
+        self.count = 0
+        self._seen: set[str] = set()
+        self._own: dict[str, list[Event]] = {}  # case -> its events but replies (and those compute_report ignores)
+        self._cases: list[str] = []
+        self._sorted = True
+        self._requests: dict[str, Event] = {}  # referral -> its earliest request: a reply's case, kind and risk
+        self._replies: dict[str, list[Event]] = {}  # referral -> its useful replies
+        self._referrals_of: dict[str, set[str]] = {}  # case -> referrals whose earliest request it holds
+        self._orphans: set[str] = set()  # referrals with replies and no request at all
+        self._times: dict[str, list[int]] = {}  # case -> sorted times deciding its events; absent: changed
+        self._memo: dict[str, dict[int, tuple[_CaseFacts | None, int]]] = {}
+
+    def add(self, events: Iterable[Event]) -> None:
+        for e in events:
+            at, message_id, t, case_id, _, referral_id, _, _, _, _ = e
+            if message_id in self._seen:  # the same message_id counts once
+                continue
+            self._seen.add(message_id)
+            self.count += 1
+            if t in _IGNORED:
+                continue
+            if t in _USEFUL_REPLIES:
+                self._replies.setdefault(referral_id, []).append(e)  # type: ignore[arg-type]
+                request = self._requests.get(referral_id)  # type: ignore[arg-type]
+                if request is None:
+                    self._orphans.add(referral_id)  # type: ignore[arg-type]
+                else:
+                    self._changed(request[3])
+                continue
+            if t == REQUESTED:
+                earlier = self._requests.get(referral_id)  # type: ignore[arg-type]
+                if earlier is None or (at, message_id) < (earlier[0], earlier[1]):
+                    # compute_report keeps the earliest request dated up to as_of: that is this one whenever
+                    # it is dated up to as_of, and none otherwise, so the earliest overall decides
+                    self._requests[referral_id] = e  # type: ignore[index]
+                    self._orphans.discard(referral_id)  # type: ignore[arg-type]
+                    if earlier is not None:
+                        self._referrals_of[earlier[3]].discard(referral_id)  # type: ignore[arg-type]
+                        self._changed(earlier[3])
+                    self._referrals_of.setdefault(case_id, set()).add(referral_id)  # type: ignore[arg-type]
+            own = self._own.get(case_id)
+            if own is None:
+                self._own[case_id] = [e]
+                self._cases.append(case_id)
+                self._sorted = False
+            else:
+                own.append(e)
+            self._changed(case_id)
+
+    def _changed(self, case_id: str) -> None:
+        self._times.pop(case_id, None)
+        self._memo.pop(case_id, None)
+
+    def _case_times(self, case_id: str) -> list[int]:
+        times = [e[0] for e in self._own[case_id]]
+        for referral_id in self._referrals_of.get(case_id, ()):
+            times += [r[0] for r in self._replies.get(referral_id, ())]
+        times.sort()
+        return times
+
+    def _facts(self, case_id: str, as_of: int) -> tuple[_CaseFacts | None, int]:
+        """The case's facts as of `as_of`, and its replies dated by then whose request is dated after (unmatched)."""
+        events = [e for e in self._own[case_id] if e[0] <= as_of]
+        late = 0
+        for referral_id in self._referrals_of.get(case_id, ()):
+            request = self._requests[referral_id]
+            for e in self._replies.get(referral_id, ()):
+                if e[0] > as_of:
+                    continue
+                if request[0] > as_of:
+                    late += 1
+                else:
+                    events.append(_new(Event, (e[0], e[1], e[2], request[3], request[4], e[5], request[6],
+                                               None, None, None)))
+        if not events:
+            return None, late
+        return _case(case_id, events, self.rules, self.dispatch, self.calendar, self.kinds, self.order), late
+
+    def report(self, *, as_of: datetime) -> SlaReport:
+        """Equal to compute_report over every event added, as of `as_of`."""
+        if as_of.tzinfo is None:
+            raise ValueError("as_of needs an explicit offset")
+        as_of_us = to_us(as_of)
+        if not self._sorted:
+            self._cases.sort()
+            self._sorted = True
+        legs: list[Leg] = []
+        kpi = _Kpi()
+        unmatched = 0
+        times_of, memo_of = self._times, self._memo
+        for case_id in self._cases:
+            times = times_of.get(case_id)
+            if times is None:
+                times = times_of[case_id] = self._case_times(case_id)
+            stretch = bisect_right(times, as_of_us)  # the case's events as of as_of depend on this alone
+            if stretch == 0:
+                continue
+            memo = memo_of.get(case_id)
+            if memo is None:
+                memo = memo_of[case_id] = {}
+            entry = memo.get(stretch)
+            if entry is None:
+                if len(memo) >= self._MEMO_PER_CASE:
+                    memo.clear()
+                entry = memo[stretch] = self._facts(case_id, as_of_us)
+            facts, late = entry
+            unmatched += late
+            if facts is not None:
+                _apply(facts, as_of_us, kpi, legs)
+        for referral_id in self._orphans:
+            unmatched += sum(1 for e in self._replies[referral_id] if e[0] <= as_of_us)
+        return _report(as_of_us, legs, kpi, unmatched, self.rules)

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Iterable, Protocol
+from typing import Any, AsyncIterator, Collection, Iterable, Protocol
 
 import orjson
-from sqlalchemy import and_, bindparam, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
@@ -373,6 +373,30 @@ class Store:
                 rows = (await conn.execute(query)).all()
             for row in rows:
                 yield self._open(row[1]), row[2]
+            if len(rows) < batch:
+                return
+            after = rows[-1][0]
+
+    async def messages_after(
+        self, *, after: int, also: Collection[int] = (), batch: int = 5000,
+    ) -> AsyncIterator[tuple[int, bytes | None, datetime]]:
+        """(row id, content, received_at) of every message with a row id above `after` or in `also` (first),
+        in row id order; content None for a document result (not a case event, as in iter_messages).
+
+        For a reader that keeps what it read and comes back only for what is new (the live SLA report)."""
+        content = case((messages.c.type == "document.ready", null()), else_=messages.c.content)
+        base = select(messages.c.id, content, messages.c.received_at)
+        async with self.engines.read.connect() as conn:
+            if also:
+                for row in (await conn.execute(base.where(messages.c.id.in_(list(also)))
+                                               .order_by(messages.c.id))).all():
+                    yield row[0], None if row[1] is None else self._open(row[1]), row[2]
+        while True:
+            async with self.engines.read.connect() as conn:
+                rows = (await conn.execute(base.where(messages.c.id > after).order_by(messages.c.id)
+                                           .limit(batch))).all()
+            for row in rows:
+                yield row[0], None if row[1] is None else self._open(row[1]), row[2]
             if len(rows) < batch:
                 return
             after = rows[-1][0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Iterator, NoReturn
 
 import pytest
 
@@ -14,13 +14,17 @@ if TYPE_CHECKING:
 CHROMIUM = Path("/usr/bin/chromium")
 
 
-def _unavailable(why: str) -> None:
+def _unavailable(why: str) -> NoReturn:
     if os.environ.get("CI"):
         pytest.fail(f"{why} (browser tests are mandatory in CI)")
     pytest.skip(why)
 
 
-@pytest.fixture(scope="session")
+# One browser for every test in tests/browser, closed before the rest of the suite runs: while Playwright's sync
+# API is open, the main thread's event loop is Playwright's and counts as running, so asyncio.run() and every
+# pytest-asyncio test there would fail. For the same reason the browser tests build what needs asyncio (a Stack,
+# say) through support.run_in_thread.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     """A Playwright sync Browser; Debian's build, because Playwright's own download needs the internet."""
     try:
