@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -20,6 +20,7 @@ from gateway.mapping import CounterpartsFile, Mappings, load_pins
 from gateway.pipeline.ports import EncodeContext
 from gateway.pipeline.routing import Router
 from gateway.samples import SampleCases
+from gateway.storage import operations
 from gateway.storage.store import action_row
 from gateway.storage.tables import counterpart_config, deliveries, exchanges, messages
 from security.access import Principal
@@ -66,6 +67,7 @@ class CounterpartAdmin:
         self.c = container
         self.poll_interval_s = poll_interval_s
         self.version: int | None = None  # None: the counterparts file as loaded at start-up
+        self.replay_rate_per_s = container.settings.replay_rate_per_s
         self.loop = Loop("config-poll", self._step, interval_s=poll_interval_s, initial_delay_s=poll_interval_s)
         self._lock = asyncio.Lock()
 
@@ -231,6 +233,20 @@ class CounterpartAdmin:
         return {"message_type": message.type, "method": wire.method, "url": inst.url + wire.path,
                 "headers": dict(wire.headers), "body": body}
 
+    async def history(self, *, name: str | None, limit: int = 100) -> list[dict[str, Any]]:
+        """Who changed what and when, newest first (one instance's changes and whole-file imports)."""
+        return await operations.config_history(self.c.store.engines, instance=name, limit=limit)
+
+    async def rollback(self, *, name: str, version: int, principal: Principal) -> dict[str, Any]:
+        """The instance as it was once `version` was applied, applied again as a new (audited) version."""
+        stored = await operations.config_version(self.c.store.engines, version=version)
+        if stored is None:
+            raise NotFound(f"no configuration version {version}")
+        then = next((i for i in stored["document"]["instances"] if i["name"] == name), None)
+        if then is None:
+            raise InvalidConfiguration(f"version {version} has no instance {name!r}")
+        return await self._change(name=name, after=then, principal=principal, dry_run=False)
+
     # --- every process follows the store -------------------------------------------------------
 
     async def sync(self) -> bool:
@@ -298,6 +314,55 @@ class CounterpartAdmin:
             raise NotDeadLettered(f"delivery {delivery_id} is not dead-lettered")
         self.c.worker.wake()
         return await self.dead_letter(delivery_id)
+
+    async def replay_many(self, *, delivery_ids: list[int], principal: Principal) -> dict[str, Any]:
+        """Dead letters queued again as one audited action with the count; all or nothing (NotDeadLettered if
+        one of them is not dead any more). Their next attempts are spread at `replay_rate_per_s` per instance,
+        so a bulk replay cannot storm a counterpart that just came back."""
+        now = self.c.clock()
+        outcome = await self.c.store.committer.submit(
+            self._replay_many, (tuple(delivery_ids), principal.client_id, now, self.replay_rate_per_s))
+        if isinstance(outcome, GatewayError):
+            raise outcome
+        self.c.worker.wake()
+        return {"replayed": outcome}
+
+    def _replay_many(self, conn: Connection, items: list[tuple[tuple[int, ...], str, datetime, float]]) -> list:
+        out: list = []
+        for ids, by, now, rate in items:
+            rows = conn.execute(select(deliveries.c.id, deliveries.c.state, deliveries.c.instance, deliveries.c.reason)
+                                .where(deliveries.c.id.in_(ids)).order_by(deliveries.c.id)).all()
+            missing = set(ids) - {r.id for r in rows}
+            if missing:
+                out.append(NotFound(f"no delivery {min(missing)}"))
+                continue
+            alive = [r.id for r in rows if r.state != "dead"]
+            if alive:
+                out.append(NotDeadLettered(f"delivery {alive[0]} is not dead-lettered"))
+                continue
+            per_instance: dict[str | None, int] = {}
+            for r in rows:
+                slot = per_instance.get(r.instance, 0)
+                per_instance[r.instance] = slot + 1
+                conn.execute(update(deliveries).where(deliveries.c.id == r.id, deliveries.c.state == "dead")
+                             .values(state="pending", first_attempt_at=None,
+                                     next_attempt_at=now + timedelta(seconds=slot / rate), finished_at=None,
+                                     lease_until=None, claimed_by=None,
+                                     reason=f"replayed by {by} (was: {r.reason})"[:4000]))
+            self.c.store.insert_exchanges(conn, [action_row(
+                hop="admin", peer=",".join(sorted(i or "-" for i in per_instance)), at=now, result="replayed",
+                error=f"{len(rows)} dead letters replayed", client=by,
+                request_raw=orjson.dumps({"replayed": len(rows), "delivery_ids": list(ids),
+                                          "per_instance": {k or "-": v for k, v in per_instance.items()},
+                                          "before": {"state": "dead"}, "after": {"state": "pending"}}))])
+            out.append(len(rows))
+        return out
+
+    async def record_action(self, *, principal: Principal, what: dict[str, Any], peer: str) -> None:
+        """An administrator's act outside counterpart configuration (a key rotated, a key revoked), logged."""
+        await self.c.store.record_hop(action_row(
+            hop="admin", peer=peer, at=self.c.clock(), result="applied", client=principal.client_id,
+            error=orjson.dumps(what, option=orjson.OPT_SORT_KEYS).decode(), request_raw=orjson.dumps(what)))
 
     def _replay(self, conn: Connection, items: list[tuple[int, str, datetime]]) -> list[bool | None]:
         out: list[bool | None] = []

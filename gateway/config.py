@@ -53,6 +53,8 @@ class Settings(BaseSettings):
     tls_client_ca_file: Path | None = Field(None, description="mutual TLS: a connection must present a client "
                                                               "certificate issued by these CAs (PEM); identity "
                                                               "still comes only from the signature or token")
+    replay_rate_per_s: float = Field(10.0, gt=0, description="a bulk replay of dead letters sends at most this "
+                                                            "many per second to each instance")
     console: bool = Field(True, description="serve the operator console at /console (false: not mounted)")
     console_language: str = Field("ru", description="the console's language until a person picks one: kk, ru or en")
     console_session_idle_s: float = Field(1800.0, gt=0, description="a console session unused this long ends")

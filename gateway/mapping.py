@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, ValidationError, model_validator
@@ -13,6 +13,8 @@ from gateway.canonical.messages import Domain, RecordKind, ReferralKind, RiskLev
 from security.parties import PinError, PinnedKey, load_pin, parse_pin
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
+# What the delivery worker sends to: the counterparts, and the alert webhooks of alerts.yaml.
+OutboundCounterpart = Literal["con", "mio", "mtszn", "health", "probation", "webhook"]
 RETRYABLE_STATUSES = (408, 429, 502, 503, 504)
 
 
@@ -36,7 +38,7 @@ class BreakerPolicy(_Strict):
 
 class Instance(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$")
-    counterpart: Counterpart
+    counterpart: OutboundCounterpart
     regions: tuple[str, ...] = Field(
         ("*",), description="ISO 3166-2:KZ codes this instance serves; '*' serves every region"
     )
@@ -86,6 +88,8 @@ class CounterpartsFile(_Strict):
         seen: set[str] = set()
         served: set[tuple[str, str, str]] = set()
         for i, inst in enumerate(self.instances):
+            if inst.counterpart == "webhook":
+                raise ValueError(f"instances.{i}.counterpart: alert webhooks are channels in alerts.yaml")
             if inst.name in seen:
                 raise ValueError(f"instances.{i}.name: duplicate instance name {inst.name!r}")
             seen.add(inst.name)
@@ -192,6 +196,86 @@ class DocumentKindsFile(_Strict):
     records: dict[RecordKind, DocumentKind]
 
 
+AlertRule = Literal["sla_overdue", "dead_letter", "circuit_open", "backlog_age", "certificate_expiry",
+                    "checkpoint_signing", "chain_verification"]
+ALERT_RULES: tuple[str, ...] = get_args(AlertRule)
+_ADDRESS = r"^[^@\s<>,]+@[^@\s<>,]+$"
+
+
+class AlertThresholds(_Strict):
+    circuit_open_s: float = Field(300.0, gt=0, description="an instance's circuit open this long (reopened by "
+                                                           "failed probes, never closed) raises circuit_open")
+    backlog_age_s: float = Field(1800.0, gt=0, description="the oldest delivery still waiting for an instance "
+                                                           "older than this raises backlog_age")
+    certificate_days: float = Field(60.0, gt=0, description="a pinned or own certificate expiring within this "
+                                                            "many days raises certificate_expiry (critical once "
+                                                            "expired)")
+    dead_letter_quiet_s: float = Field(900.0, gt=0, description="a dead_letter alert resolves once its instance "
+                                                                "had no new dead letter for this long")
+
+
+class AlertGrouping(_Strict):
+    wait_s: float = Field(30.0, ge=0, description="a rule's changes go out in one notification once none came "
+                                                  "for this long (a storm settles first)")
+    max_wait_s: float = Field(300.0, gt=0, description="...and at the latest this long after the first change")
+
+
+class WebhookChannel(_Strict):
+    """A JSON POST signed with the gateway's key (RFC 9421), sent through the outbox like any delivery."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$")
+    type: Literal["webhook"]
+    url: HttpUrl
+    rules: tuple[AlertRule, ...] = Field((), description="the rules sent here; empty: every rule")
+    timeout_s: float = Field(10.0, gt=0, le=300)
+    max_in_flight: int = Field(4, ge=1, le=64)
+    retry: RetryPolicy = RetryPolicy()
+    breaker: BreakerPolicy = BreakerPolicy()
+
+    def instance(self) -> Instance:
+        """The channel as the delivery worker sees an instance: same retry, breaker and signing path."""
+        return Instance(name=self.name, counterpart="webhook", base_url=self.url, timeout_s=self.timeout_s,
+                        max_in_flight=self.max_in_flight, retry=self.retry, breaker=self.breaker,
+                        require_signatures=False)
+
+
+class EmailChannel(_Strict):
+    """E-mail over SMTP with TLS (STARTTLS, or implicit TLS on 465); credentials come from the settings."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9.-]{1,62}$")
+    type: Literal["email"]
+    host: str = Field(min_length=1)
+    port: int = Field(587, ge=1, le=65535)
+    tls: Literal["starttls", "implicit"] = "starttls"
+    sender: str = Field(pattern=_ADDRESS, description="the From address")
+    to: tuple[Annotated[str, Field(pattern=_ADDRESS)], ...] = Field(min_length=1)
+    ca_file: str | None = Field(None, description="PEM file of the CAs trusted for the server's certificate "
+                                                  "(relative to this file); none: the system's")
+    rules: tuple[AlertRule, ...] = Field((), description="the rules sent here; empty: every rule")
+    timeout_s: float = Field(30.0, gt=0, le=300)
+    retry: RetryPolicy = RetryPolicy(max_attempts=20, base_delay_s=5.0, max_delay_s=600.0)
+
+
+AlertChannel = Annotated[Union[WebhookChannel, EmailChannel], Field(discriminator="type")]
+
+
+class AlertsFile(_Strict):
+    version: int = Field(ge=1)
+    thresholds: AlertThresholds = AlertThresholds()
+    grouping: AlertGrouping = AlertGrouping()
+    disabled_rules: tuple[AlertRule, ...] = ()
+    channels: tuple[AlertChannel, ...] = ()
+
+    @model_validator(mode="after")
+    def _unique(self) -> "AlertsFile":
+        seen: set[str] = set()
+        for i, channel in enumerate(self.channels):
+            if channel.name in seen:
+                raise ValueError(f"channels.{i}.name: duplicate channel name {channel.name!r}")
+            seen.add(channel.name)
+        return self
+
+
 class Mappings(_Strict):
     """Every mapping file, loaded and checked together."""
 
@@ -199,13 +283,27 @@ class Mappings(_Strict):
     counterparts: CounterpartsFile
     matrix: RoutingMatrixFile
     documents: DocumentKindsFile
+    alerts: AlertsFile = AlertsFile(version=1)
     codes: dict[str, CodeTable] = Field(default_factory=dict)
     # code-file stem (a counterpart) -> version -> its tables: the current file's and those in codes/versions/
     code_versions: dict[str, dict[int, dict[str, CodeTable]]] = Field(default_factory=dict)
     _views: dict[tuple[str, int], "Mappings"] = PrivateAttr(default_factory=dict)
+    _channels: tuple[Instance, ...] | None = PrivateAttr(default=None)
 
     def instance(self, name: str) -> Instance | None:
-        return next((i for i in self.counterparts.instances if i.name == name), None)
+        """A counterpart instance, or an alert webhook channel (which the delivery worker sends to as well)."""
+        return next((i for i in self.outbound_instances if i.name == name), None)
+
+    @property
+    def webhook_instances(self) -> tuple[Instance, ...]:
+        if self._channels is None:
+            self._channels = tuple(c.instance() for c in self.alerts.channels if isinstance(c, WebhookChannel))
+        return self._channels
+
+    @property
+    def outbound_instances(self) -> tuple[Instance, ...]:
+        """Everything the delivery worker sends to: the counterpart instances, then the alert webhooks."""
+        return self.counterparts.instances + self.webhook_instances
 
     def version_errors(self) -> list[tuple[int, str]]:
         """(instance index, message) for each instance naming a code-table version that is not loaded."""
@@ -244,6 +342,7 @@ _FILES: dict[str, tuple[str, type[BaseModel]]] = {
     "counterparts": ("counterparts.yaml", CounterpartsFile),
     "matrix": ("routing-matrix.yaml", RoutingMatrixFile),
     "documents": ("document-requests.yaml", DocumentKindsFile),
+    "alerts": ("alerts.yaml", AlertsFile),
 }
 
 
@@ -290,10 +389,22 @@ def load_yaml_file(path: Path, schema: type[BaseModel], errors: list[str]) -> Ba
         return None
 
 
-def _cross_check(directory: Path, loaded: dict[str, Any], errors: list[str]) -> None:
+def _cross_check(directory: Path, loaded: dict[str, Any], errors: list[str], *,
+                 alerts_path: Path | None = None) -> None:
     """References between files: every name used in one file must exist in the file that defines it."""
     kinds: ReferralKindsFile | None = loaded.get("kinds")
     matrix: RoutingMatrixFile | None = loaded.get("matrix")
+    alerts: AlertsFile | None = loaded.get("alerts")
+    counterparts: CounterpartsFile | None = loaded.get("counterparts")
+    alerts_path = alerts_path or directory / "alerts.yaml"
+    if alerts is not None:
+        names = {i.name for i in counterparts.instances} if counterparts else set()
+        for i, channel in enumerate(alerts.channels):
+            if channel.name in names:
+                errors.append(f"{alerts_path}: channels.{i}.name: {channel.name!r} is also a counterpart instance")
+            if isinstance(channel, EmailChannel) and channel.ca_file is not None:
+                if not (alerts_path.parent / channel.ca_file).is_file():
+                    errors.append(f"{alerts_path}: channels.{i}.ca_file: no file {channel.ca_file}")
     if kinds and matrix:
         for i, rule in enumerate(matrix.rules):
             for j, kind in enumerate(rule.referrals):
@@ -371,15 +482,17 @@ def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple
     return pins
 
 
-def load_mappings(directory: Path, *, counterparts_file: Path | None = None) -> Mappings:
+def load_mappings(directory: Path, *, counterparts_file: Path | None = None,
+                  alerts_file: Path | None = None) -> Mappings:
     """Load every mapping file; raise ConfigError listing each bad file and field."""
     errors: list[str] = []
     loaded: dict[str, Any] = {}
+    given = {"counterparts": counterparts_file, "alerts": alerts_file}
     for key, (filename, schema) in _FILES.items():
-        path = counterparts_file if key == "counterparts" and counterparts_file else directory / filename
+        path = given.get(key) or directory / filename
         loaded[key] = load_yaml_file(path, schema, errors)
     codes, code_versions = _load_codes(directory, errors)
-    _cross_check(directory, loaded, errors)
+    _cross_check(directory, loaded, errors, alerts_path=alerts_file)
     if errors:
         raise ConfigError("invalid mappings:\n" + "\n".join(f"  {e}" for e in errors))
     mappings = Mappings(codes=codes, code_versions=code_versions, **loaded)

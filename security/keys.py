@@ -372,6 +372,10 @@ class KeyStore:
             self._private[kid] = key = loaded
         return key
 
+    def certificate(self, kid: str) -> x509.Certificate | None:
+        """The key's self-signed certificate (its expiry is what operators watch), if it has one."""
+        return self._certificate(kid)
+
     def _certificate(self, kid: str) -> x509.Certificate | None:
         path = self._dir / f"{kid}.crt.pem"
         return x509.load_pem_x509_certificate(path.read_bytes()) if path.exists() else None

@@ -107,6 +107,7 @@ async def run_demo(settings: Settings, *, rate: float, duration: float) -> None:
     print(
         f"""gateway demo (store: {settings.database_url})
   gateway          {settings.base_url}   (API docs: {settings.base_url}/docs)
+  console          {settings.base_url}/console/   (sign in with auditor_token or admin_token from the credentials file)
   metrics          {settings.base_url}/metrics
   a message        {settings.base_url}/v1/messages/<message_id>   (status and every hop)
   simulators       {', '.join(label for label, _ in sims)}

@@ -139,6 +139,10 @@ class CircuitBreaker:
             return False
         return True
 
+    def open_until(self, instance: str) -> float | None:
+        """The monotonic time an open breaker lets a probe through (None: not open)."""
+        return self._open_until.get(instance)
+
     def is_half_open(self, instance: str) -> bool:
         return instance in self._half_open
 

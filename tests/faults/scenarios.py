@@ -50,6 +50,7 @@ class Load:
     sent_at: dict[str, float] = field(default_factory=dict)
     unavailable_seen: int = 0
     unreachable: int = 0
+    reasons: Counter = field(default_factory=Counter)  # the `reason` of each 503 store-unavailable
     _stop_new: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -105,6 +106,7 @@ class Load:
                 return
             if r.status_code == 503 and retry_after is not None and kind.endswith("store-unavailable"):
                 self.unavailable_seen += 1
+                self.reasons[r.json().get("reason", "")] += 1
                 await asyncio.sleep(min(float(retry_after), self.retry_cap_s))
                 continue
             self.bad.append(f"{mid}: {r.status_code} {r.text[:200]}")
@@ -147,6 +149,20 @@ def terminate(proc: subprocess.Popen, *, bound_s: float) -> tuple[int | None, fl
         proc.wait(timeout=10)
         return None, time.monotonic() - t0
     return code, time.monotonic() - t0
+
+
+def _stuck(database_url: str, urls: list[str], missing: set[str]) -> str:
+    """What an undelivered backlog looks like: store states, and each gateway's readiness."""
+    rows = delivery_rows(database_url)
+    states = Counter((r["instance"], r["state"], r["claimed_by"] is not None) for r in rows
+                     if r["state"] != "delivered")
+    ready = {}
+    for u in urls:
+        try:
+            ready[u] = httpx.get(f"{u}/readyz", timeout=5).json()
+        except httpx.HTTPError as exc:
+            ready[u] = type(exc).__name__
+    return f"{len(missing)} not at МИO; undelivered rows {dict(states)}; readyz {ready}"
 
 
 def ready_status(url: str) -> int | None:
@@ -288,18 +304,22 @@ def run_postgres(tmp: Path, *, fault: Fault, gateways: int = 1, rate: float = 40
             if fault.sigterm_during and k == 0:
                 procs = [stack.spawn_gateway(p, **env) for p in ports]
                 pids = [p.pid for p in procs]
+                report.gateways_restarted = True  # by the scenario itself, after its SIGTERM
         back = returns[-1]
         time.sleep(after_s)  # submissions go on for this long after the store's return
         load.stop_new()
         load.join(drain_timeout_s)
         accepted = set(load.accepted)
-        wait_for(lambda: accepted <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
-                 what="every accepted referral delivered to МИО")
-        wait_for(lambda: all(r["state"] == "delivered" for r in delivery_rows(cluster.url)), timeout=drain_timeout_s,
-                 interval=0.2, what="every delivery recorded as delivered")
+        try:
+            wait_for(lambda: accepted <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
+                     what="every accepted referral delivered to МИО")
+            wait_for(lambda: all(r["state"] == "delivered" for r in delivery_rows(cluster.url)),
+                     timeout=drain_timeout_s, interval=0.2, what="every delivery recorded as delivered")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_stuck(cluster.url, urls, accepted - capture.delivered())}") from None
         t_drained = time.monotonic()
         report.ready_after = [ready_status(u) for u in urls]
-        report.gateways_restarted = [p.pid for p in procs] != pids or any(p.poll() is not None for p in procs)
+        report.gateways_restarted |= [p.pid for p in procs] != pids or any(p.poll() is not None for p in procs)
 
         arrivals = {k: v for k, v in capture.snapshot().items() if k in referral_ids}
         report.submitted, report.accepted = load.submitted, len(accepted)
@@ -377,6 +397,94 @@ def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages
                             f"(fault config {sim})")
         report.audit_intact, report.audit_detail = audit_verify(url, keys)
         report.shutdown = [terminate(proc, bound_s=30)]
+        proc = None
+        return report
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        stack.close()
+
+
+# --- SQLite's own faults ---------------------------------------------------------------------------
+
+
+def mount_small_disk(path: Path, *, size: str = "32m") -> str | None:
+    """A tmpfs of `size` at `path` (root only); returns why it could not be mounted, or None."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0:
+        return "mounting a small tmpfs needs root"
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
+                          text=True)
+    return None if done.returncode == 0 else f"mount -t tmpfs failed: {done.stderr.strip()}"
+
+
+def fill_disk(path: Path) -> Path:
+    """Write a filler file until the file system is full; remove it to give the space back."""
+    filler = path / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as fh:
+        try:
+            while True:
+                fh.write(chunk)
+        except OSError:
+            pass
+    return filler
+
+
+def run_sqlite_disk_full(tmp: Path, *, disk: Path, messages: int = 200, rate: float = 50.0,
+                         full_s: float = 4.0, drain_timeout_s: float = 90.0) -> Report:
+    """A gateway on SQLite on a small file system that fills up while the IS submits, then gets space back."""
+    capture = Capture()
+    keys = tmp / "keys"
+    KeyStore(keys, passphrase=PASSPHRASE).generate(channel="json")
+    url = f"sqlite+aiosqlite:///{disk / 'gw.db'}"
+    stack = Stack(tmp, url, wrap=capture.wrap)
+    report = Report("disk full, then space given back", "sqlite")
+    proc = None
+    try:
+        stack.gateway_sock.close()
+        proc = stack.spawn_gateway(stack.gateway_port, GATEWAY_KEYS_DIR=str(keys), GATEWAY_KEY_PASSPHRASE=PASSPHRASE,
+                                   GATEWAY_WORKER_LEASE_S="3", GATEWAY_AUDIT_CHECKPOINT_INTERVAL_S="2",
+                                   GATEWAY_SHUTDOWN_TIMEOUT_S=str(SHUTDOWN_BOUND_S))
+        samples = SampleCases(seed=16)
+        cases = _kz35_cases(samples, 20)
+        warm = Load([stack.gateway_url], stack.auth, cases, rate=200).start()
+        warm.join(60)
+        referrals = [samples.shelter_referral(cases[i % len(cases)]["case_id"]) for i in range(messages)]
+        ids = {r["message_id"] for r in referrals}
+        filler = fill_disk(disk)
+        load = Load([stack.gateway_url], stack.auth, referrals, rate=rate, retry_cap_s=0.5).start()
+        wait_for(lambda: load.reasons["disk full"] > 0, timeout=30, what="a 503 saying the disk is full")
+        full_since = time.monotonic()
+        time.sleep(full_s)  # the disk stays full this long while submissions go on
+        filler.unlink()
+        back = time.monotonic()
+        load.join(drain_timeout_s)
+        accepted = set(load.accepted)
+        wait_for(lambda: accepted <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
+                 what="every accepted referral delivered")
+        wait_for(lambda: all(r["state"] == "delivered" for r in delivery_rows(url)), timeout=drain_timeout_s,
+                 interval=0.2, what="every delivery recorded as delivered")
+        arrivals = {k: v for k, v in capture.snapshot().items() if k in ids}
+        report.submitted, report.accepted = load.submitted, len(accepted)
+        report.answers = {f"{s} {t}{' +Retry-After' if ra else ''}".strip(): n for (s, t, ra), n in load.answers.items()}
+        report.bad_answers = load.bad
+        report.unreachable = load.unreachable
+        report.lost = sorted(accepted - set(arrivals))
+        report.duplicated = sum(1 for v in arrivals.values() if len(v) > 1)
+        report.counterpart_requests = sum(len(v) for v in arrivals.values())
+        report.client_retries = sum(load.answers.values()) - report.submitted
+        later = [t for t in load.accepted.values() if t >= back]
+        report.first_accept_after_return_s = (min(later) - back) if later else None
+        first = capture.first_after(back)
+        report.first_delivery_after_return_s = None if first is None else first - back
+        report.drained_after_return_s = time.monotonic() - back
+        report.notes.append(f"503 reasons {dict(load.reasons)}; disk full for {back - full_since:.1f} s after the "
+                            f"first 503")
+        report.ready_after = [ready_status(stack.gateway_url)]
+        report.audit_intact, report.audit_detail = audit_verify(url, keys)
+        report.shutdown = [terminate(proc, bound_s=SHUTDOWN_BOUND_S)]
         proc = None
         return report
     finally:
