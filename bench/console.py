@@ -92,6 +92,7 @@ def log_filters(meta: dict[str, Any], rng: random.Random) -> dict[str, Callable[
         "status_code": lambda: {"status_code": rng.choice(CODES)},
         "since/until (one week)": week,
         "since (the last 30 days)": lambda: {"since": end - timedelta(days=30 * rng.random() + 1)},
+        "status_code or result matching nothing": lambda: rng.choice(({"status_code": 500}, {"result": "parked"})),
         "kind + peer": lambda: {"kind": "attempt", "peer": rng.choice(PEERS)},
         "later page (cursor), no filter": lambda: {"cursor": encode_cursor(rng.randrange(2, meta["records"]))},
         "later page (cursor), kind": lambda: {"kind": rng.choice(KINDS),
@@ -227,14 +228,14 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
     added = subprocess.run([sys.executable, "-m", "gateway", "clients", "add", f"bench-auditor-{os.getpid()}",
                             "--role", "auditor", "--database-url", built.url], capture_output=True, text=True,
                            env=env, cwd=ROOT, check=True)
-    token = re.search(r"\bgw[A-Za-z0-9_-]*_[A-Za-z0-9_-]{20,}|\S{40,}", added.stdout)
+    token = re.search(r"token \(shown once\): (\S+)", added.stderr)
     if token is None:
-        raise SystemExit(f"no token in `gateway clients add` output: {added.stdout!r}")
+        raise SystemExit(f"no token in `gateway clients add` output: {added.stderr!r}")
     server = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--no-worker", "--port", str(port),
                                "--database-url", built.url], env=env, cwd=ROOT)
     base = f"http://127.0.0.1:{port}"
     try:
-        with httpx.Client(base_url=base, timeout=120) as client:
+        with httpx.Client(base_url=base, timeout=600) as client:
             for _ in range(600):
                 try:
                     if client.get("/healthz").status_code == 200:
@@ -243,32 +244,40 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
                     pass
                 time.sleep(0.2)
             form = client.get("/console/sign-in")
-            signed = client.post("/console/sign-in", data={"token": token.group(0),
+            signed = client.post("/console/sign-in", data={"token": token.group(1),
                                                           "csrf": client.cookies.get("gw_csrf", "")})
             if "gw_session" not in client.cookies:
                 raise SystemExit(f"sign-in failed: {form.status_code} {signed.status_code} {signed.text[:300]}")
             csrf = _csrf(client.get("/console/audit/exchanges").text)
 
             def page(method: str, url: str, **kw: Any) -> tuple[float, float]:
+                """(server ms from Server-Timing, or the client's wall time without one; client wall ms)."""
                 start = time.perf_counter()
                 r = client.request(method, url, **kw)
                 wall = (time.perf_counter() - start) * 1000
                 if r.status_code != 200:
-                    raise SystemExit(f"{method} {url} → {r.status_code}: {r.text[:300]}")
+                    raise PageFailed(f"{method} {url} → {r.status_code}")
                 match = re.search(r"app;dur=([0-9.]+)", r.headers.get("server-timing", ""))
-                return (float(match.group(1)) if match else float("nan")), wall
+                return (float(match.group(1)) if match else wall), wall
 
             print(f"exchange-log browser through HTTP (Server-Timing; {base}):")
+            timing = "Server-Timing" if "server-timing" in client.get("/console/audit/exchanges").headers else \
+                "client wall time (no Server-Timing header)"
+            print(f"  timed by: {timing}")
             for name, draw in log_filters(built.meta, rng).items():
                 server_ms, wall_ms = [], []
-                for _ in range(opts.repeat):
-                    args = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in draw().items()}
-                    if "iin" in args:
-                        s, w = page("POST", "/console/audit/exchanges", data={**args, "csrf": csrf})
-                    else:
-                        s, w = page("GET", "/console/audit/exchanges", params=args)
-                    server_ms.append(s)
-                    wall_ms.append(w)
+                try:
+                    for _ in range(opts.repeat):
+                        args = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in draw().items()}
+                        if "iin" in args:
+                            s, w = page("POST", "/console/audit/exchanges", data={**args, "csrf": csrf})
+                        else:
+                            s, w = page("GET", "/console/audit/exchanges", params=args)
+                        server_ms.append(s)
+                        wall_ms.append(w)
+                except PageFailed as exc:
+                    print(f"  {name}: not measured, {exc}")
+                    continue
                 figures.add("log", f"HTTP {name}", server_ms)
                 print(f"      (client wall p50 {pct(wall_ms, 0.5):.1f} ms, p95 {pct(wall_ms, 0.95):.1f} ms)")
             print("case view through HTTP:")
@@ -284,6 +293,10 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
     finally:
         server.terminate()
         server.wait(30)
+
+
+class PageFailed(Exception):
+    pass
 
 
 def _csrf(html: str) -> str:

@@ -344,8 +344,9 @@ class CounterpartAdmin:
             for r in rows:
                 slot = per_instance.get(r.instance, 0)
                 per_instance[r.instance] = slot + 1
+                # The attempt numbering goes on (the log keeps every attempt); the policy counts from here.
                 conn.execute(update(deliveries).where(deliveries.c.id == r.id, deliveries.c.state == "dead")
-                             .values(state="pending", first_attempt_at=None,
+                             .values(state="pending", first_attempt_at=None, attempt_base=deliveries.c.attempts,
                                      next_attempt_at=now + timedelta(seconds=slot / rate), finished_at=None,
                                      lease_until=None, claimed_by=None,
                                      reason=f"replayed by {by} (was: {r.reason})"[:4000]))
@@ -372,9 +373,11 @@ class CounterpartAdmin:
             if row is None or row.state != "dead":
                 out.append(None if row is None else False)
                 continue
-            # A fresh start under the instance's policy (attempt count and deadline), as if just queued.
+            # A fresh start under the instance's policy (its attempt budget and deadline), while the attempt
+            # numbering goes on: the log and the technical figures keep the attempts that failed.
             conn.execute(update(deliveries).where(deliveries.c.id == delivery_id, deliveries.c.state == "dead")
-                         .values(state="pending", attempts=0, first_attempt_at=None, next_attempt_at=now,
+                         .values(state="pending", attempt_base=deliveries.c.attempts, first_attempt_at=None,
+                                 next_attempt_at=now,
                                  finished_at=None, lease_until=None, claimed_by=None,
                                  reason=f"replayed by {by} (was: {row.reason})"[:4000]))
             self.c.store.insert_exchanges(conn, [action_row(

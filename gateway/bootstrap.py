@@ -16,7 +16,12 @@ from adapters.health.codec import HealthAdapter
 from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
+from adapters.webhook.codec import WebhookAdapter
 from gateway.admin import CounterpartAdmin
+from gateway.alerts.email import SmtpMailer
+from gateway.alerts.monitor import AlertMonitor
+from gateway.alerts.service import AlertService
+from gateway.alerts.sources import GatewaySources
 from gateway.audit.chain import CheckpointWriter, signer_from_keystore
 from gateway.audit.integrity import VerifyJobs
 from gateway.audit.log import ExchangeLog
@@ -54,7 +59,8 @@ log = logging.getLogger("gateway")
 
 
 def build_adapters() -> dict[str, Adapter]:
-    return {a.counterpart: a for a in (ConAdapter(), HealthAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter())}
+    return {a.counterpart: a for a in (ConAdapter(), HealthAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter(),
+                                       WebhookAdapter())}
 
 
 @dataclass
@@ -82,6 +88,8 @@ class Container:
     counterpart_verifier: CounterpartVerifier
     admin: CounterpartAdmin | None = None
     console: Console | None = None
+    alert_monitor: AlertMonitor | None = None
+    alerts: AlertService | None = None
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -96,6 +104,8 @@ class Container:
             self.worker.start()
             self.accepter.dispatcher = self.worker
             self.escalations.start()
+            if self.alert_monitor is not None:  # beside the worker: circuit breakers are the worker's
+                self.alert_monitor.start()
             self.documents.start()
 
     @property
@@ -103,6 +113,8 @@ class Container:
         """The background loops this process started; their state is in /readyz and the metrics."""
         found = [self.store.committer.loop, self.worker.loop, self.escalations.loop, self.documents.loop]
         found += [x.loop for x in (self.checkpoints, self.admin) if x is not None]
+        if self.alert_monitor is not None:
+            found += [self.alert_monitor.loop, self.alert_monitor.mail_loop]
         return [loop for loop in found if loop.running or loop.state != "stopped"]
 
     async def stop(self) -> None:
@@ -116,6 +128,8 @@ class Container:
             await _bounded("config polling", self.admin.stop(), deadline)
         await _bounded("document sweeper", self.documents.stop(), deadline)
         await _bounded("SLA escalations", self.escalations.stop(), deadline)
+        if self.alert_monitor is not None:
+            await _bounded("alert monitor", self.alert_monitor.stop(), deadline)
         self.accepter.dispatcher = None
         if self.worker.running:
             await _bounded("delivery worker", self.worker.stop(grace_s=_share(deadline, 0.5)), deadline)
@@ -151,7 +165,8 @@ def _bench_only(settings: Settings, switch: str, what: str) -> None:
 
 
 def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
-    mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
+    mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file,
+                             alerts_file=settings.alerts_file)
     pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
     engines = create_engines(settings.database_url)
     cipher = open_pii(settings)
@@ -234,7 +249,25 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     if settings.console:
         container.console = build_console(settings, store=store, directory=authenticator.directory, events=events,
                                           keys=keys, clock=clock)
+    container.alert_monitor = build_alert_monitor(container)
+    container.alerts = AlertService(store=store, clock=clock, monitor=container.alert_monitor)
     return container
+
+
+def build_alert_monitor(c: Container) -> AlertMonitor:
+    """The alert rules' sources are the running components, read live (an admin's counterpart change included)."""
+    settings = c.settings
+    sources = GatewaySources(
+        store=c.store, sla=c.sla, mappings=lambda: c.mappings, breakers=c.worker.breaker,
+        pins=lambda: c.counterpart_verifier.pins, keys=c.keys,
+        checkpoints=c.checkpoints.loop if c.checkpoints is not None else None,
+        verification=lambda: c.console.jobs if c.console is not None else None)
+    mailer = SmtpMailer(username=settings.smtp_username,
+                        password=settings.smtp_password.get_secret_value() if settings.smtp_password else None,
+                        ca_dir=settings.alerts_path.parent)
+    return AlertMonitor(store=c.store, accepter=c.accepter, sources=sources, mappings=lambda: c.mappings,
+                        mailer=mailer, clock=c.clock, metrics=c.metrics, interval_s=settings.alert_check_interval_s,
+                        console_url=f"{settings.base_url}/console/admin/alerts" if settings.console else None)
 
 
 def build_console(settings: Settings, *, store: Store, directory: ClientDirectory, events: SecurityEvents,

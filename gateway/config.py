@@ -55,6 +55,10 @@ class Settings(BaseSettings):
                                                               "still comes only from the signature or token")
     replay_rate_per_s: float = Field(10.0, gt=0, description="a bulk replay of dead letters sends at most this "
                                                             "many per second to each instance")
+    alerts_file: Path | None = Field(None, description="alert thresholds and channels; default mappings/alerts.yaml")
+    alert_check_interval_s: float = Field(30.0, gt=0, description="how often the alert rules are evaluated")
+    smtp_username: str | None = Field(None, description="alert e-mail: the SMTP login (never in alerts.yaml)")
+    smtp_password: SecretStr | None = Field(None, description="alert e-mail: the SMTP password")
     console: bool = Field(True, description="serve the operator console at /console (false: not mounted)")
     console_language: str = Field("ru", description="the console's language until a person picks one: kk, ru or en")
     console_session_idle_s: float = Field(1800.0, gt=0, description="a console session unused this long ends")
@@ -73,6 +77,10 @@ class Settings(BaseSettings):
     @property
     def counterparts_path(self) -> Path:
         return self.counterparts_file or self.mappings_dir / "counterparts.yaml"
+
+    @property
+    def alerts_path(self) -> Path:
+        return self.alerts_file or self.mappings_dir / "alerts.yaml"
 
     @model_validator(mode="after")
     def _tls_complete(self) -> "Settings":

@@ -46,6 +46,11 @@ class Metrics:
         self.document_waiters = Counter("gateway_document_coalesced_waiters",
                                         "Requests that waited on another request's upstream call", ["record_kind"],
                                         registry=r)
+        self.alerts = Gauge("gateway_alerts", "Open alerts the gateway raised about itself, by rule and state "
+                            "(firing, acknowledged); set by the process holding the alert monitor's lease",
+                            ["rule", "state"], registry=r)
+        self.alert_emails = Counter("gateway_alert_emails", "Alert e-mail attempts by outcome (sent, retry, dead)",
+                                    ["result"], registry=r)
         self.document_hit_ratio = Gauge("gateway_document_hit_ratio",
                                         "Share of this process's document requests served from a stored copy",
                                         registry=r)

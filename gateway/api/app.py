@@ -16,6 +16,7 @@ from gateway.api.idempotency import Idempotency
 from gateway.api.routes import admin, audit, deliveries, documents, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
 from gateway.config import Settings
+from gateway.console import admin_alerts as console_alerts
 from gateway.console import admin_pages as console_admin
 from gateway.console import pages as console_pages
 from gateway.console.web import PREFIX, STATIC, STATIC_PATH, ConsoleHeaders
@@ -61,6 +62,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
     console_on = (settings or (container.settings if container else None) or Settings()).console
     if console_on:
         app.include_router(console_pages.router)
+        app.include_router(console_alerts.router)
         app.include_router(console_admin.router)
         app.mount(STATIC_PATH, StaticFiles(directory=STATIC), name="console-static")
         app.add_api_route("/", lambda: RedirectResponse(PREFIX + "/", status_code=307), include_in_schema=False)

@@ -136,6 +136,28 @@ class DocumentReadyBody(_Model):
     reason: Text | None = None
 
 
+class AlertItem(_Model):
+    """One alert in a notification, as the gateway's alert monitor keeps it (never personal data)."""
+
+    alert_id: int
+    subject: Annotated[str, StringConstraints(min_length=1, max_length=400)]
+    state: Literal["firing", "acknowledged", "resolved"]
+    severity: Literal["warning", "critical"]
+    summary: Text
+    count: int = Field(ge=0)
+    started_at: AwareDatetime
+    resolved_at: AwareDatetime | None = None
+
+
+class AlertNotificationBody(_Model):
+    """A grouped notification of one alert rule's changes; made only by the gateway, sent to its webhooks."""
+
+    rule: Id
+    channels: tuple[Id, ...] = Field(description="the webhook channels (alerts.yaml) it is delivered to")
+    count: int = Field(ge=0, description="the alerts' counts added up (500 dead letters: 500)")
+    alerts: tuple[AlertItem, ...] = Field(min_length=1)
+
+
 class EscalationRaisedBody(_Model):
     referral_id: Id | None = None
     rule: Id
@@ -224,6 +246,11 @@ class DocumentReady(_Envelope):
     body: DocumentReadyBody
 
 
+class AlertNotification(_Envelope):
+    type: Literal["alert.notification"]
+    body: AlertNotificationBody
+
+
 AnyMessage = Union[
     CaseRegistered,
     PlanApproved,
@@ -235,6 +262,7 @@ AnyMessage = Union[
     ReferralRejected,
     EscalationRaised,
     DocumentReady,
+    AlertNotification,
 ]
 
 # What the store may hold: the clients' types (CanonicalMessage) plus those only the gateway makes.

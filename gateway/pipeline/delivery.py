@@ -99,7 +99,7 @@ class DeliveryWorker:
         self.verifier = verifier
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
-        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
+        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.outbound_instances}
         # Claims this process holds, per instance: counted in the claiming transaction itself (acceptance or a
         # claim, both run by the committer one after the other), so the limits hold however they interleave.
         self._in_flight: Counter[str] = Counter()
@@ -111,14 +111,14 @@ class DeliveryWorker:
     def reconfigure(self, mappings: Mappings) -> None:
         """A live counterpart change: attempts started from now on use it; retry state lives in the store."""
         self.mappings = mappings
-        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.counterparts.instances}
+        self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.outbound_instances}
 
     # --- direct dispatch from acceptance ---------------------------------------------------------
 
     @property
     def lease(self) -> timedelta:
         # A claim must outlive its attempt, or another worker would take over a delivery still being sent.
-        longest = max((i.timeout_s for i in self.mappings.counterparts.instances), default=0.0)
+        longest = max((i.timeout_s for i in self.mappings.outbound_instances), default=0.0)
         return timedelta(seconds=max(self.settings.lease_s, longest * 1.5))
 
     def take(self, conn: Connection, instance: str) -> bool:
@@ -241,7 +241,7 @@ class DeliveryWorker:
         if self._stopping or self._total_in_flight() >= self.settings.concurrency:
             return 0
         mono = time.monotonic()
-        for inst in self.mappings.counterparts.instances:
+        for inst in self.mappings.outbound_instances:
             # blocked() turns an open breaker whose pause is over into half-open (on the loop, not in a handler).
             self.breaker.blocked(inst.name, now=mono)
         claimed = await self.store.committer.submit(self._claim_many, mono)
@@ -259,7 +259,7 @@ class DeliveryWorker:
             with self._slots:
                 free = self.settings.concurrency - self._total_in_flight()
                 rooms = {}
-                for inst in self.mappings.counterparts.instances:
+                for inst in self.mappings.outbound_instances:
                     if self.breaker.is_open(inst.name, now=mono):
                         rooms[inst.name] = 0
                         continue
@@ -375,7 +375,8 @@ class DeliveryWorker:
             return
         decider = self._deciders.get(d.instance)
         first = d.first_attempt_at or attempt.sent_at or now
-        decision = decider.decide(attempt.failure, attempt=d.attempts, first_attempt_at=first, now=now) if decider else None
+        decision = decider.decide(attempt.failure, attempt=d.attempts_since_replay, first_attempt_at=first,
+                                  now=now) if decider else None
         if decision is not None and decision.retry_in is not None:
             attempt.state, attempt.reason = "pending", decision.reason
             attempt.next_at = now + timedelta(seconds=decision.retry_in)

@@ -119,6 +119,7 @@ class CircuitBreaker:
         self._open_until: dict[str, float] = {}
         self._half_open: set[str] = set()
         self._failed: dict[str, list[int]] = {}  # newest last: the deliveries a half-open breaker probes with
+        self._opened_at: dict[str, float] = {}  # first opening since the last success (failed probes reopen it)
 
     def is_open(self, instance: str, *, now: float) -> bool:
         """Open and still pausing (no side effect, unlike blocked())."""
@@ -146,6 +147,10 @@ class CircuitBreaker:
     def is_half_open(self, instance: str) -> bool:
         return instance in self._half_open
 
+    def opened_at(self, instance: str) -> float | None:
+        """The monotonic time the breaker opened and has not closed since (None: closed)."""
+        return self._opened_at.get(instance)
+
     def state(self, instance: str, *, now: float) -> str:
         if self.blocked(instance, now=now):
             return "open"
@@ -156,6 +161,7 @@ class CircuitBreaker:
         self._open_until.pop(instance, None)
         self._half_open.discard(instance)
         self._failed.pop(instance, None)
+        self._opened_at.pop(instance, None)
 
     def failure(self, instance: str, policy: BreakerPolicy, *, now: float, delivery_id: int | None = None) -> bool:
         """Count a failure; True when this failure opened the breaker."""
@@ -167,6 +173,7 @@ class CircuitBreaker:
         if instance in self._half_open or count >= policy.failure_threshold:
             self._half_open.discard(instance)
             self._open_until[instance] = now + policy.reset_after_s
+            self._opened_at.setdefault(instance, now)
             self._failures[instance] = 0
             return True
         return False

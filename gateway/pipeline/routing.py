@@ -50,4 +50,7 @@ class Router:
             return [self.pick("probation", None)]
         if message.type == "escalation.raised":
             return [self.pick("mio", region, role="leadership"), self.pick("probation", None)]
+        if message.type == "alert.notification":  # to the webhook channels it names (alerts.yaml)
+            known = {i.name for i in self.mappings.webhook_instances}
+            return [Route("webhook", name) for name in message.body.channels if name in known]
         return []

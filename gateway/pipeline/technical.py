@@ -39,6 +39,7 @@ class DeliveryRow:
     attempts: int
     accepted_at: datetime  # when the gateway accepted the message
     acknowledged_at: datetime | None  # when the counterpart answered the successful attempt
+    dead_lettered: bool = False  # gave up at least once (and was maybe replayed since)
 
 
 def _p(values: list[float], q: int) -> float | None:
@@ -58,8 +59,9 @@ def figures(deliveries: list[DeliveryRow], completions: dict[str, list[float]]) 
     for counterpart in sorted(set(by) | set(completions)):
         rows = by.get(counterpart, [])
         delivered = [r for r in rows if r.state == "delivered"]
-        dead = sum(1 for r in rows if r.state == "dead")
-        finished = len(delivered) + dead
+        dead_now = sum(1 for r in rows if r.state == "dead")
+        finished = len(delivered) + dead_now
+        dead = sum(1 for r in rows if r.state == "dead" or r.dead_lettered)  # a replay does not erase a failure
         acks = sorted((r.acknowledged_at - r.accepted_at).total_seconds() for r in delivered if r.acknowledged_at)
         done = sorted(completions.get(counterpart, []))
         out.append(CounterpartFigures(
@@ -87,4 +89,4 @@ async def technical_report(
         entry = mappings.kinds.kinds.get(kind)  # type: ignore[call-overload]
         completions.setdefault(entry.counterpart if entry else kind, []).extend(seconds)
     return TechnicalReport(since=since, until=until, counterparts=figures(
-        [DeliveryRow(*r) for r in rows], completions))
+        [DeliveryRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])) for r in rows], completions))

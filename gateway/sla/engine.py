@@ -364,27 +364,27 @@ def _case(case_id: str, events: list[Event], rules: list[_Rule], dispatch: dict[
 
 def _apply(facts: _CaseFacts, as_of: int, kpi: _Kpi, legs: list[Leg]) -> None:
     """One case's facts into the report as of `as_of`: legs not stopped are open or overdue by now."""
-    if facts.unstopped:
-        for leg in facts.legs:
+    # Runs once per case per report (~10^5 times): one unpacking instead of attribute look-ups, slices in C.
+    case_legs, unstopped, r3_detected, r3_close_us, registered_at, three_at_2, index, successful = facts
+    if unstopped:
+        for leg in case_legs:
             if leg[7]:
                 legs.append(leg)
             else:
-                legs.append(_new(Leg, (leg[0], leg[1], leg[2], leg[3], leg[4], None, None,
-                                       "overdue" if as_of > leg[4] else "open", as_of - leg[3], leg[9], leg[10])))
+                legs.append(_new(Leg, leg[:7] + ("overdue" if as_of > leg[4] else "open", as_of - leg[3]) + leg[9:]))
     else:
-        legs.extend(facts.legs)
-    kpi.r3_detected += facts.r3_detected
-    kpi.r3_close_us.extend(facts.r3_close_us)
-    registered_at = facts.registered_at
-    if registered_at is not None:
-        if registered_at + 90 * DAY_US <= as_of:
-            kpi.day90_cases += 1
-            kpi.day90_three_at_2 += facts.day90_three_at_2
+        legs.extend(case_legs)
+    if r3_detected:
+        kpi.r3_detected += r3_detected
+        kpi.r3_close_us.extend(r3_close_us)
+    if registered_at is not None and registered_at + 90 * DAY_US <= as_of:
+        kpi.day90_cases += 1
+        kpi.day90_three_at_2 += three_at_2
         if registered_at + 180 * DAY_US <= as_of:
             kpi.day180_cases += 1
-            kpi.day180_index_sum += facts.day180_index
-            kpi.day180_index_counts[facts.day180_index] += 1
-            kpi.day180_successful += facts.day180_successful
+            kpi.day180_index_sum += index
+            kpi.day180_index_counts[index] += 1
+            kpi.day180_successful += successful
 
 
 def _counts(keys: list[str] | None, tally: Counter[tuple[str, str]]) -> dict[str, dict[str, Any]]:

@@ -33,12 +33,16 @@ exchange_log = Table(
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False),
 )
-Index("ix_exchange_log_case", exchange_log.c.case_id)
 Index("ix_exchange_log_message", exchange_log.c.message_id)
-Index("ix_exchange_log_iin", exchange_log.c.iin_hash)
-Index("ix_exchange_log_peer", exchange_log.c.peer)
-Index("ix_exchange_log_kind", exchange_log.c.kind)
 Index("ix_exchange_log_at", exchange_log.c.at)
+# The auditor's filters, each ending with seq: the newest records of one filter come in seq order, no sort (0008).
+Index("ix_exchange_log_case_seq", exchange_log.c.case_id, exchange_log.c.seq)
+Index("ix_exchange_log_iin_seq", exchange_log.c.iin_hash, exchange_log.c.seq)
+Index("ix_exchange_log_peer_seq", exchange_log.c.peer, exchange_log.c.seq)
+Index("ix_exchange_log_client_seq", exchange_log.c.client, exchange_log.c.seq)
+Index("ix_exchange_log_kind_seq", exchange_log.c.kind, exchange_log.c.seq)
+Index("ix_exchange_log_result_seq", exchange_log.c.result, exchange_log.c.seq)
+Index("ix_exchange_log_status_seq", exchange_log.c.status_code, exchange_log.c.seq)
 
 # A signed statement "the log had `size` records and its last hash was `head_hash`": whoever rewrites
 # the covered prefix, or cuts it short, cannot produce a matching signature without the gateway's key.

@@ -17,6 +17,8 @@ from gateway.storage.personal import PersonSeal
 from gateway.storage.tables import cases, deliveries, document_requests, exchanges, messages, referrals
 
 FINAL_STATES = ("delivered", "dead")
+# Messages the gateway makes that are not case events: kept out of the SLA engine and the events export.
+NOT_EVENTS = ("document.ready", "alert.notification")
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +31,11 @@ class ClaimedDelivery:
     first_attempt_at: datetime | None
     content: bytes
     case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
+    attempt_base: int = 0  # attempts before the last replay: the retry policy counts the ones after it
+
+    @property
+    def attempts_since_replay(self) -> int:
+        return self.attempts - self.attempt_base
 
 
 def action_row(*, hop: str, peer: str, at: datetime, result: str, error: str, received_at: datetime | None = None,
@@ -259,6 +266,7 @@ class Store:
                 deliveries.c.attempts,
                 deliveries.c.first_attempt_at,
                 deliveries.c.case_id,
+                deliveries.c.attempt_base,
             )
         )
         claimed = (conn.execute(stmt)).all()
@@ -276,7 +284,7 @@ class Store:
         registrations = self.case_registrations(conn, {r.case_id for r in claimed})
         return [
             ClaimedDelivery(r.id, r.message_id, r.counterpart, r.instance, r.attempts, r.first_attempt_at,
-                            contents[r.message_id], registrations.get(r.case_id, (None, None))[1])
+                            contents[r.message_id], registrations.get(r.case_id, (None, None))[1], r.attempt_base)
             for r in claimed
         ]
 
@@ -356,12 +364,13 @@ class Store:
         """Every stored business event (content, received_at) in acceptance order, read in pages; optionally
         one case's, or those received in [since, until].
 
-        Document results (`document.ready`) are left out: they carry a person's records, not case events.
+        Document results (`document.ready`) are left out: they carry a person's records, not case events; so are
+        the gateway's alert notifications (`alert.notification`).
         """
         after = 0
         while True:
             query = (select(messages.c.id, messages.c.content, messages.c.received_at)
-                     .where(messages.c.id > after, messages.c.type != "document.ready")
+                     .where(messages.c.id > after, messages.c.type.not_in(NOT_EVENTS))
                      .order_by(messages.c.id).limit(batch))
             if until is not None:
                 query = query.where(messages.c.received_at <= until)
@@ -384,7 +393,7 @@ class Store:
         in row id order; content None for a document result (not a case event, as in iter_messages).
 
         For a reader that keeps what it read and comes back only for what is new (the live SLA report)."""
-        content = case((messages.c.type == "document.ready", null()), else_=messages.c.content)
+        content = case((messages.c.type.in_(NOT_EVENTS), null()), else_=messages.c.content)
         base = select(messages.c.id, content, messages.c.received_at)
         async with self.engines.read.connect() as conn:
             if also:
@@ -403,7 +412,7 @@ class Store:
 
     async def technical_rows(
         self, *, since: datetime | None, until: datetime | None
-    ) -> tuple[list[tuple[str, str, int, datetime, datetime | None]], dict[str, list[float]]]:
+    ) -> tuple[list[tuple[str, str, int, datetime, datetime | None, bool]], dict[str, list[float]]]:
         """Deliveries to counterparts with their acceptance and acknowledgement times, and referral
         completion durations (seconds) per referral kind, for messages accepted in the period."""
         ack = (
@@ -412,12 +421,20 @@ class Store:
             .group_by(exchanges.c.delivery_id)
             .subquery()
         )
+        # A dead letter replayed and then delivered still gave up once: its attempts say so.
+        gave_up = (
+            select(exchanges.c.delivery_id, func.count().label("times"))
+            .where(exchanges.c.hop == "attempt", exchanges.c.result == "dead")
+            .group_by(exchanges.c.delivery_id)
+            .subquery()
+        )
         query = (
             select(deliveries.c.counterpart, deliveries.c.state, deliveries.c.attempts, messages.c.received_at,
-                   ack.c.at)
+                   ack.c.at, gave_up.c.times.is_not(None))
             .join(messages, messages.c.message_id == deliveries.c.message_id)
             .outerjoin(ack, ack.c.delivery_id == deliveries.c.id)
-            .where(deliveries.c.counterpart != "probation")
+            .outerjoin(gave_up, gave_up.c.delivery_id == deliveries.c.id)
+            .where(deliveries.c.counterpart.not_in(("probation", "webhook")))
         )
         requested = select(referrals.c.referral_id, referrals.c.kind, messages.c.received_at).join(
             messages, messages.c.message_id == referrals.c.request_message_id)

@@ -79,6 +79,7 @@ referrals = Table(
     Column("status", String(20), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
+Index("ix_referrals_case", referrals.c.case_id)
 
 deliveries = Table(
     "deliveries",
@@ -91,6 +92,8 @@ deliveries = Table(
     # pending -> in_flight -> delivered | pending (retry) | dead; parked while no instance serves it
     Column("state", String(12), nullable=False),
     Column("attempts", Integer, nullable=False, default=0),
+    # attempts made before the last replay: numbering goes on, the retry policy counts from here
+    Column("attempt_base", Integer, nullable=False, default=0, server_default="0"),
     Column("next_attempt_at", UTCDateTime, nullable=False),
     Column("first_attempt_at", UTCDateTime),
     Column("lease_until", UTCDateTime),
@@ -188,6 +191,7 @@ document_requests = Table(
 )
 Index("ix_document_requests_key", document_requests.c.record_kind, document_requests.c.subject,
       document_requests.c.instance, document_requests.c.state)
+Index("ix_document_requests_case", document_requests.c.case_id)
 
 # At most one upstream call per record key at a time, across every gateway process (single-flight).
 flights = Table(
@@ -243,3 +247,66 @@ console_sessions = Table(
     Column("ended_at", UTCDateTime),  # signed out: the old cookie is refused from then on
 )
 Index("ix_console_sessions_expires", console_sessions.c.expires_at)
+
+# Alerts the gateway raises about itself (gateway/alerts): one row per firing; a condition that clears and comes
+# back is a new row. `open_key` (rule + subject) is set while the alert is not resolved, and unique, so however
+# many processes look, one condition is one open alert (NULLs do not collide once resolved).
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rule", String(40), nullable=False),
+    Column("subject", String(400), nullable=False),
+    Column("open_key", String(450), unique=True),
+    Column("state", String(16), nullable=False),  # firing -> acknowledged -> resolved
+    Column("severity", String(10), nullable=False),  # warning | critical
+    Column("summary", Text, nullable=False),
+    Column("detail", Text),  # JSON: what the rule saw (never personal data)
+    Column("count", Integer, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),  # when the condition began, as far as the gateway knows
+    Column("fired_at", UTCDateTime, nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),  # last change of state, count, severity: grouping settles on it
+    Column("acknowledged_at", UTCDateTime),
+    Column("acknowledged_by", String(100)),
+    Column("resolved_at", UTCDateTime),
+    Column("notified", String(16)),  # the last state sent to the channels: none yet, firing, resolved
+)
+Index("ix_alerts_state", alerts.c.state, alerts.c.notified)
+
+# One grouped notification of a rule's changes; its webhooks are deliveries of the alert.notification message.
+alert_notifications = Table(
+    "alert_notifications",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("rule", String(40), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("message_id", String(36), nullable=False),
+    Column("count", Integer, nullable=False),
+    Column("alerts", Text, nullable=False),  # JSON: [{alert_id, state}]
+)
+
+# The e-mail outbox: one row per notification and e-mail channel, retried by the channel's policy.
+alert_emails = Table(
+    "alert_emails",
+    metadata,
+    Column("id", BigId, primary_key=True, autoincrement=True),
+    Column("notification_id", BigInteger, nullable=False),
+    Column("channel", String(64), nullable=False),
+    Column("state", String(12), nullable=False),  # pending | sent | dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("first_attempt_at", UTCDateTime),
+    Column("sent_at", UTCDateTime),
+    Column("last_error", Text),
+)
+Index("ix_alert_emails_due", alert_emails.c.state, alert_emails.c.next_attempt_at)
+Index("ix_alert_emails_notification", alert_emails.c.notification_id)
+
+# Which process evaluates alerts and sends e-mail: one at a time, by a lease it renews.
+alert_monitor = Table(
+    "alert_monitor",
+    metadata,
+    Column("name", String(40), primary_key=True),
+    Column("holder", String(64), nullable=False),
+    Column("lease_until", UTCDateTime, nullable=False),
+)

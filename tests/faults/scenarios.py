@@ -495,3 +495,73 @@ def run_sqlite_disk_full(tmp: Path, *, disk: Path, messages: int = 200, rate: fl
 
 
 __all__ = ["Fault", "Load", "Report", "run_counterpart_fault", "run_postgres", "wait_ready"]
+
+
+# --- a backlog drained after the store's return, against the same backlog without a fault ---------
+
+
+def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.0,
+                log: Callable[[str], None] = lambda _: None) -> Report:
+    """`messages` referrals queued by an API-only gateway while a worker process (`gateway worker`) is paused
+    (SIGSTOP); with `outage_s`, PostgreSQL is stopped before the worker resumes and started `outage_s` later.
+    Measured: from the resume (no fault) or the store's return (fault) to the first delivery and to the last."""
+    cluster = PgCluster().init()
+    cluster.start()
+    capture = Capture()
+    stack = Stack(tmp, cluster.url, wrap=capture.wrap)
+    name = f"{messages} queued, PostgreSQL stopped {outage_s:.0f} s" if outage_s else f"{messages} queued, no fault"
+    report = Report(name, "postgresql")
+    procs: list[subprocess.Popen] = []
+    try:
+        stack.gateway_sock.close()
+        api = stack.spawn_gateway(stack.gateway_port, GATEWAY_WORKER="false")
+        procs.append(api)
+        worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=stack.env(), cwd=ROOT,
+                                  stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "ab"))
+        procs.append(worker)
+        samples = SampleCases(seed=17)
+        cases = _kz35_cases(samples, 50)
+        warm = Load([stack.gateway_url], stack.auth, cases, rate=300).start()
+        warm.join(60)
+        probe = [samples.shelter_referral(c["case_id"]) for c in cases[:10]]
+        Load([stack.gateway_url], stack.auth, probe, rate=300).start().join(60)
+        wait_for(lambda: {m["message_id"] for m in probe} <= capture.delivered(), timeout=60,
+                 what="the worker delivering")
+        worker.send_signal(signal.SIGSTOP)
+        referrals = [samples.shelter_referral(cases[i % len(cases)]["case_id"]) for i in range(messages)]
+        ids = {r["message_id"] for r in referrals}
+        load = Load([stack.gateway_url], stack.auth, referrals, rate=1000).start()
+        load.join(120)
+        assert len(load.accepted) == messages and not load.bad, load.bad[:3]
+        if outage_s:
+            cluster.stop()
+            worker.send_signal(signal.SIGCONT)
+            time.sleep(outage_s)  # the outage lasts this long
+            start = cluster.start()
+        else:
+            start = time.monotonic()
+            worker.send_signal(signal.SIGCONT)
+        wait_for(lambda: ids <= capture.delivered(), timeout=300, interval=0.05, what="the backlog delivered")
+        done = time.monotonic()
+        arrivals = {k: v for k, v in capture.snapshot().items() if k in ids}
+        first = min(a.at for v in arrivals.values() for a in v)
+        report.submitted = report.accepted = messages
+        report.lost = sorted(ids - capture.delivered())
+        report.duplicated = sum(1 for v in arrivals.values() if len(v) > 1)
+        report.counterpart_requests = sum(len(v) for v in arrivals.values())
+        report.first_delivery_after_return_s = first - start
+        report.drained_after_return_s = done - start
+        report.notes.append(f"drain rate {messages / (done - first):.0f} referrals/s from the first delivery")
+        report.audit_intact, report.audit_detail = audit_verify(cluster.url, tmp / "no-keys")
+        report.shutdown = [terminate(p, bound_s=30) for p in procs]
+        procs = []
+        log(f"backlog drained in {done - start:.1f} s")
+        return report
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+                p.wait(timeout=10)
+        stack.close()
+        cluster.close()
