@@ -47,7 +47,8 @@ REFRESH = (
 PLACEHOLDER = re.compile(r"%(?:\((\w+)\))?[#0 +-]*(?:\*|\d+)?(?:\.(?:\*|\d+))?[diouxXeEfFgGcrsa%]")
 # Command lines quoted in the sources: they are typed by people and must stay as they are.
 COMMANDS = ("gateway audit verify", "gateway sla report --events", "gateway clients add", "gateway clients revoke",
-            "gateway keys generate", "gateway mappings check", "--file", "GATEWAY_KEY_PASSPHRASE", "p50 / p95")
+            "gateway keys generate", "gateway mappings check", "--file", "GATEWAY_KEY_PASSPHRASE", "p50 / p95",
+            "alerts.yaml")
 # Latin abbreviations stay as they are, except the ones with a localized form (the glossary).
 ABBREVIATION = re.compile(r"\b([A-Z][A-Z0-9]+)s?\b")
 LOCALIZED_ABBREVIATIONS = {"IIN": {"ru": "ИИН", "kk": "ЖСН"}}

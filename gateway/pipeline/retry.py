@@ -11,7 +11,7 @@ import tenacity
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from gateway.mapping import BreakerPolicy, RetryPolicy
-from gateway.pipeline.transport import PeerDisconnected
+from gateway.pipeline.transport import ConnectionRefused, NameNotResolved, PeerDisconnected, TlsFailure
 
 PROBES_KEPT = 3  # deliveries that failed, remembered per instance, to probe a half-open breaker with
 
@@ -43,15 +43,39 @@ def parse_retry_after(value: str | None, *, now: datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+# Reason classes, each the prefix of a failure's reason (before the colon), in the API and the metrics. Nothing
+# was sent for the first five; after `disconnected after send` and `read timeout` the request may have arrived.
+REASON_CLASSES = ("refused", "dns", "tls", "connect timeout", "connection error", "read timeout",
+                  "disconnected after send", "http", "transport error")
+
+
+def reason_class(reason: str | None) -> str:
+    """The class of a stored failure reason (`refused: …` → `refused`; `counterpart answered 503` → `http`)."""
+    if not reason:
+        return "none"
+    head = reason.split(":", 1)[0].strip()
+    if head in REASON_CLASSES:
+        return head
+    return "http" if reason.startswith("counterpart answered") else "other"
+
+
 def classify_transport_error(exc: Exception) -> DeliveryFailure:
-    """Reason classes: `connect error` (nothing sent), `timeout`, `disconnected after send` (the request may have
-    arrived). All are retried: the counterpart drops a repeat by message id."""
+    """A transport failure's reason class (see REASON_CLASSES). All are retried: nothing was sent, or the
+    counterpart drops a repeat by message id."""
     if isinstance(exc, (PeerDisconnected, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
         return DeliveryFailure(f"disconnected after send: {exc}", retryable=True)
-    if isinstance(exc, httpx.TimeoutException):
-        return DeliveryFailure(f"timeout: {type(exc).__name__}", retryable=True)
+    if isinstance(exc, ConnectionRefused):
+        return DeliveryFailure(f"refused: {exc}", retryable=True)
+    if isinstance(exc, NameNotResolved):
+        return DeliveryFailure(f"dns: {exc}", retryable=True)
+    if isinstance(exc, TlsFailure):
+        return DeliveryFailure(f"tls: {exc}", retryable=True)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return DeliveryFailure(f"connect timeout: {str(exc) or type(exc).__name__}", retryable=True)
+    if isinstance(exc, httpx.TimeoutException):  # read, write or pool: the request may be at the counterpart
+        return DeliveryFailure(f"read timeout: {str(exc) or type(exc).__name__}", retryable=True)
     if isinstance(exc, httpx.NetworkError):
-        return DeliveryFailure(f"connection error: {type(exc).__name__}", retryable=True)
+        return DeliveryFailure(f"connection error: {str(exc) or type(exc).__name__}", retryable=True)
     return DeliveryFailure(f"transport error: {type(exc).__name__}: {exc}", retryable=False)
 
 

@@ -16,6 +16,18 @@ class PeerDisconnected(httpx.NetworkError):
     """The counterpart closed the connection after the request was sent: it may well have arrived."""
 
 
+class ConnectionRefused(httpx.ConnectError):
+    """Nothing listens at the counterpart's address (the host answered; nothing was sent)."""
+
+
+class NameNotResolved(httpx.ConnectError):
+    """The counterpart's host name does not resolve (nothing was sent)."""
+
+
+class TlsFailure(httpx.ConnectError):
+    """The TLS handshake failed: an untrusted or invalid certificate, or no TLS at the other end."""
+
+
 def _remap(exc: httpx.TransportError) -> httpx.TransportError:
     """httpx-aiohttp 0.2 maps every aiohttp connection error to ConnectTimeout (its table picks the most derived
     httpx class); tell apart what happened from aiohttp's own exception, which it keeps as the cause."""
@@ -26,7 +38,14 @@ def _remap(exc: httpx.TransportError) -> httpx.TransportError:
         return httpx.ConnectTimeout(str(cause))
     if isinstance(cause, aiohttp.ServerTimeoutError):
         return httpx.ReadTimeout(str(cause))
-    if isinstance(cause, aiohttp.ClientConnectorError):  # refused, unreachable, name not resolved: nothing was sent
+    if isinstance(cause, aiohttp.ClientConnectorDNSError):
+        return NameNotResolved(str(cause))
+    if isinstance(cause, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError,
+                          aiohttp.ClientSSLError)):
+        return TlsFailure(str(cause))
+    if isinstance(cause, aiohttp.ClientConnectorError):  # nothing was sent
+        if isinstance(cause.os_error, ConnectionRefusedError):
+            return ConnectionRefused(str(cause))
         return httpx.ConnectError(str(cause))
     if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
         return PeerDisconnected(f"{type(cause).__name__}: {cause}")
