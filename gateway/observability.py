@@ -13,6 +13,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+# Endpoints of administrators and auditors (people), whose refusals say something else than a refused message.
+OPERATOR_PATHS = ("/v1/admin", "/v1/audit", "/console")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
@@ -25,24 +27,30 @@ class Metrics:
         self.accepted = Counter("gateway_messages_accepted", "Messages accepted", ["type", "source"], registry=r)
         self.duplicates = Counter("gateway_messages_duplicate", "Re-sent messages answered from the store",
                                   ["source"], registry=r)
-        self.refused = Counter("gateway_messages_refused", "Requests refused with a problem", ["problem"], registry=r)
-        self.delivered = Counter("gateway_deliveries_delivered", "Deliveries completed", ["counterpart", "instance"],
-                                 registry=r)
+        self.refused = Counter("gateway_messages_refused", "Requests refused with a problem (operators' requests "
+                               "are gateway_operator_requests_refused)", ["problem"], registry=r)
+        self.operator_refused = Counter("gateway_operator_requests_refused", "Refused requests to the admin, audit "
+                                        "and console endpoints", ["problem"], registry=r)
+        self.delivered = Counter("gateway_deliveries_delivered", "Deliveries completed",
+                                 ["counterpart", "counterpart_instance"], registry=r)
         self.retried = Counter("gateway_deliveries_retried", "Attempts that will be retried",
-                               ["counterpart", "instance"], registry=r)
+                               ["counterpart", "counterpart_instance"], registry=r)
         self.dead = Counter("gateway_deliveries_dead_lettered", "Deliveries dead-lettered",
-                            ["counterpart", "instance"], registry=r)
+                            ["counterpart", "counterpart_instance"], registry=r)
+        self.attempt_failures = Counter("gateway_attempt_failures", "Failed delivery attempts by reason class "
+                                        "(gateway.pipeline.retry.REASON_CLASSES)",
+                                        ["counterpart", "counterpart_instance", "reason_class"], registry=r)
         self.attempt_latency = Histogram("gateway_attempt_seconds", "Time from sending to the counterpart's answer",
-                                         ["counterpart", "instance"], buckets=_LATENCY_BUCKETS, registry=r)
+                                         ["counterpart", "counterpart_instance"], buckets=_LATENCY_BUCKETS, registry=r)
         self.breaker_open = Gauge("gateway_circuit_open", "1 while an instance's circuit breaker is open",
-                                  ["instance"], registry=r)
+                                  ["counterpart_instance"], registry=r)
         self.in_flight = Gauge("gateway_deliveries_in_flight", "Deliveries being attempted by this process",
                                registry=r)
         self.document_requests = Counter("gateway_document_requests", "Document requests by how they were served "
                                          "(hit: a valid stored copy; miss: a new upstream call; coalesced: joined "
                                          "one in flight)", ["record_kind", "outcome"], registry=r)
         self.document_upstream = Counter("gateway_document_upstream_calls", "Upstream record lookups, each attempt",
-                                         ["record_kind", "instance", "result"], registry=r)
+                                         ["record_kind", "counterpart_instance", "result"], registry=r)
         self.document_waiters = Counter("gateway_document_coalesced_waiters",
                                         "Requests that waited on another request's upstream call", ["record_kind"],
                                         registry=r)
@@ -54,6 +62,11 @@ class Metrics:
         self.document_hit_ratio = Gauge("gateway_document_hit_ratio",
                                         "Share of this process's document requests served from a stored copy",
                                         registry=r)
+
+    def count_refusal(self, *, path: str, problem: str) -> None:
+        """The one place a refusal is counted: an operator's request apart from a message or a callback."""
+        counter = self.operator_refused if path.startswith(OPERATOR_PATHS) else self.refused
+        counter.labels(problem).inc()
 
     def watch_loops(self, loops: Callable[[], Iterable[Any]]) -> None:
         """Export the background loops' state at each scrape (gateway.loops.Loop: name, healthy, last_success)."""

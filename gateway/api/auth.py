@@ -66,7 +66,7 @@ class Authenticate:
                                                     path=scope["path"], body=body, status=401)
             metrics = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:
-                metrics.refused.labels(exc.slug).inc()
+                metrics.count_refusal(path=scope["path"], problem=exc.slug)
             response = problem(401, exc.slug, exc.title, exc.detail, instance=scope["path"])
             response.headers["WWW-Authenticate"] = CHALLENGE
             return await response(scope, receive, send)

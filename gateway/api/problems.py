@@ -77,7 +77,7 @@ class StoreOutage:
                 return
             metrics = getattr(scope["app"].state, "metrics", None)
             if metrics is not None:
-                metrics.refused.labels(typed.slug).inc()
+                metrics.count_refusal(path=scope["path"], problem=typed.slug)
             await unavailable(typed, path=scope["path"])(scope, receive, send)
 
 
@@ -90,7 +90,7 @@ def _pointer(loc: tuple[Any, ...]) -> str:
 def _count_refusal(request: Request, slug: str) -> None:
     metrics = getattr(request.app.state, "metrics", None)
     if metrics is not None:
-        metrics.refused.labels(slug).inc()
+        metrics.count_refusal(path=request.url.path, problem=slug)
 
 
 def _console(request: Request) -> Any:

@@ -387,7 +387,7 @@ class CheckpointWriter:
         if interval_s <= 0 or every_records <= 0:
             raise ValueError("interval_s and every_records must be positive")
         self._committer = committer
-        self._sign = sign
+        self._sign = self._counted(sign)
         self._interval = interval_s
         self._every = every_records
         self._clock = clock
@@ -396,6 +396,20 @@ class CheckpointWriter:
         self.loop = Loop("audit-checkpoints", self._step, interval_s=interval_s, initial_delay_s=interval_s)
         # One handler object: the committer groups a batch's items by handler identity.
         self._handler = self._write
+        # For the metrics: a head left unsigned shows as a growing age even before the first checkpoint.
+        self.started_at = time.time()
+        self.last_success: float | None = None  # Unix time the head was last covered by a signed checkpoint
+        self.signing_failures = 0
+
+    def _counted(self, sign: Sign) -> Sign:
+        def counted(statement: bytes) -> tuple[str, str, bytes]:
+            try:
+                return sign(statement)
+            except Exception:
+                self.signing_failures += 1
+                raise
+
+        return counted
 
     def _write(self, conn: Connection, items: list[datetime]) -> list[dict[str, Any] | None]:
         row = write_checkpoint(conn, sign=self._sign, now=max(items), only_if_new=True)
@@ -410,7 +424,9 @@ class CheckpointWriter:
     async def checkpoint(self) -> dict[str, Any] | None:
         """Write one now (unless the newest already covers the head); returns its row or None."""
         self._pending = 0
-        return await self._committer.submit(self._handler, self._clock())
+        row = await self._committer.submit(self._handler, self._clock())
+        self.last_success = time.time()  # written, or the newest checkpoint already covers the head
+        return row
 
     def start(self) -> None:
         self.loop.start()

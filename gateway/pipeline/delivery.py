@@ -37,6 +37,7 @@ from gateway.pipeline.retry import (
     classify_status,
     classify_transport_error,
     parse_retry_after,
+    reason_class,
 )
 from gateway.pipeline.transport import Transport
 from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
@@ -445,6 +446,8 @@ class DeliveryWorker:
             if instance:
                 self.breaker.success(instance.name)
                 self.metrics.breaker_open.labels(instance.name).set(0)
+        if attempt.failure is not None:
+            self.metrics.attempt_failures.labels(*labels, reason_class(attempt.failure.reason)).inc()
         if state == "delivered":
             self.metrics.delivered.labels(*labels).inc()
         elif state == "pending":

@@ -59,7 +59,8 @@ class Inbox:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd's name)
         with self.lock:
-            self.messages.append({"tls": session.ssl is not None, "login": session.login_data,
+            login = session.auth_data.login if session.authenticated and session.auth_data else None
+            self.messages.append({"tls": session.ssl is not None, "login": login,
                                   "from": envelope.mail_from, "to": list(envelope.rcpt_tos),
                                   "message": message_from_bytes(envelope.content)})
         return "250 OK"
@@ -72,7 +73,7 @@ class Inbox:
 def _authenticate(server: Any, session: Any, envelope: Any, mechanism: str, data: Any) -> AuthResult:
     ok = isinstance(data, LoginPassword) and (data.login, data.password) == (SMTP_USER.encode(),
                                                                              SMTP_PASSWORD.encode())
-    return AuthResult(success=ok, handled=False)
+    return AuthResult(success=ok, handled=False, auth_data=data if ok else None)
 
 
 class SmtpServer:

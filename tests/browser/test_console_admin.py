@@ -161,3 +161,24 @@ def test_every_admin_page_in_every_language(admin: Any, live: Stack) -> None:
             page.goto(f"{live.gateway_url}/console/admin/keys")
             _shot(page, "admin-keys-kk")
     assert not elsewhere and not _script_errors(errors)
+
+
+def test_a_key_is_rotated_from_the_page_after_confirmation(admin: Any, live: Stack) -> None:
+    page, elsewhere, errors = admin
+    before = {k["kid"] for k in live.client.get("/v1/keys").json()["keys"]}
+    page.goto(f"{live.gateway_url}/console/admin/keys")
+    assert page.locator("#gateway-keys tr[data-state=active]").count() == 1
+    page.click("#rotate-form button[type=submit]")  # not confirmed: nothing happens
+    assert page.locator(".error[role=alert]").count() == 1
+    assert {k["kid"] for k in live.client.get("/v1/keys").json()["keys"]} == before
+    page.check("#rotate-form input[name=confirm]")
+    page.click("#rotate-form button[type=submit]")
+    page.wait_for_url("**/console/admin/keys")
+    assert page.locator("#gateway-keys tr[data-state=active]").count() == 1
+    assert page.locator("#gateway-keys tr[data-state=retired]").count() == 1
+    after = {k["kid"] for k in live.client.get("/v1/keys").json()["keys"]}
+    assert before < after  # the new key is published, the old one still verifies in its overlap
+    actions = live.auditor.get("/v1/audit/exchanges", params={"kind": "admin", "limit": 500}).json()["items"]
+    assert any(a["peer"] == "gateway-keys" and '"rotated":"json"' in a["detail"]["error"] for a in actions)
+    assert page.locator("#certificates tr[data-owner='mio-kz-35']").count() == 1  # its pinned certificate
+    assert not elsewhere and not _script_errors(errors)
