@@ -225,6 +225,15 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
     env = dict(os.environ, GATEWAY_PII_KEYS=built.meta["pii_keys"], GATEWAY_PII_HASH_KEY=built.meta["pii_hash_key"],
                GATEWAY_DATABASE_URL=built.url, GATEWAY_LOG_LEVEL="WARNING")
     env.pop("GATEWAY_KEY_PASSPHRASE", None)
+    # The example counterparts pin the simulators' keys from var/sim-keys; nothing is delivered here, so none.
+    import yaml
+
+    doc = yaml.safe_load((ROOT / "mappings" / "counterparts.yaml").read_text())
+    for instance in doc["instances"]:
+        instance.pop("keys", None)
+    counterparts = built.path.parent / "counterparts.yaml"
+    counterparts.write_text(yaml.safe_dump(doc, allow_unicode=True))
+    env["GATEWAY_COUNTERPARTS_FILE"] = str(counterparts)
     added = subprocess.run([sys.executable, "-m", "gateway", "clients", "add", f"bench-auditor-{os.getpid()}",
                             "--role", "auditor", "--database-url", built.url], capture_output=True, text=True,
                            env=env, cwd=ROOT, check=True)

@@ -8,8 +8,10 @@ import logging
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from datetime import datetime
 
 from gateway.canonical.errors import GatewayError
+from gateway.loops import Loop
 from gateway.mapping import Mappings
 from gateway.pipeline.ports import Clock, WireRequest
 from gateway.pipeline.verify import XML_COUNTERPARTS, CounterpartSignatureError, CounterpartVerifier
@@ -51,7 +53,7 @@ class _Client:
 class ClientDirectory:
     """The clients table, re-read at most every `ttl_s`: a revocation elsewhere takes effect within it."""
 
-    def __init__(self, clients: ClientStore, *, ttl_s: float = 2.0) -> None:
+    def __init__(self, clients: ClientStore, *, ttl_s: float = 2.0, flush_interval_s: float = 30.0) -> None:
         self.clients = clients
         self.ttl_s = ttl_s
         self._by_kid: dict[str, _Client] = {}
@@ -59,9 +61,28 @@ class ClientDirectory:
         self._by_id: dict[str, _Client] = {}
         self._loaded_at = float("-inf")
         self._lock = asyncio.Lock()
+        self._uses: dict[str, datetime] = {}
+        self.loop = Loop("client-use", self._flush_step, interval_s=flush_interval_s, required=False)
+
+    async def _flush_step(self) -> None:
+        await self.flush()
 
     def invalidate(self) -> None:
         self._loaded_at = float("-inf")
+
+    def note_use(self, client_id: str, at: datetime) -> None:
+        """Remember a verified call; `flush` writes the newest per client (a write per call would be a waste)."""
+        self._uses[client_id] = at
+
+    async def flush(self) -> None:
+        if self._uses:
+            uses, self._uses = self._uses, {}
+            try:
+                await self.clients.mark_used(uses)
+            except Exception:
+                for client_id, at in uses.items():  # kept for the next try, unless a newer use came meanwhile
+                    self._uses.setdefault(client_id, at)
+                raise
 
     async def _fresh(self) -> None:
         if time.monotonic() - self._loaded_at < self.ttl_s:
@@ -165,6 +186,7 @@ class Authenticator:
                     verified = await self._clients_verifier.verify_request(request, target_uri=target_uri)
                 except SignatureError as exc:
                     raise Unauthenticated(exc.reason, exc.detail, client=client.row.client_id) from exc
+                self.directory.note_use(client.row.client_id, self.clock())
                 return Authenticated(Principal(client.row.client_id, client.row.roles, "signature",
                                                keyid=verified.keyid), body)
             inst = self.counterparts.instance_for_kid(kid)  # the route checks it may speak for the path
@@ -202,6 +224,7 @@ class Authenticator:
         if client.row.revoked_at is not None:
             raise Unauthenticated("revoked-client", f"client {client.row.client_id} was revoked",
                                   client=client.row.client_id)
+        self.directory.note_use(client.row.client_id, self.clock())
         return Authenticated(Principal(client.row.client_id, client.row.roles, "token"), b"")
 
 

@@ -35,6 +35,7 @@ from gateway.documents import DocumentService
 from gateway.loops import Loop
 from gateway.mapping import Mappings, load_mappings, load_pins
 from gateway.observability import Metrics
+from gateway.ops_metrics import OperationsMetrics
 from gateway.pipeline.accept import Accepted, Accepter
 from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
 from gateway.pipeline.ports import Adapter, Clock, system_clock
@@ -90,6 +91,7 @@ class Container:
     console: Console | None = None
     alert_monitor: AlertMonitor | None = None
     alerts: AlertService | None = None
+    operations_metrics: OperationsMetrics | None = None
 
     async def start(self, *, run_worker: bool) -> None:
         if self.settings.auto_migrate:
@@ -98,8 +100,11 @@ class Container:
             await self.admin.sync()  # an administrator's newest counterpart configuration wins over the file
             self.admin.start()
         self.store.committer.start()
+        self.authenticator.directory.loop.start()
         if self.checkpoints is not None:
             self.checkpoints.start()
+        if self.operations_metrics is not None:
+            self.operations_metrics.start()
         if run_worker:
             self.worker.start()
             self.accepter.dispatcher = self.worker
@@ -112,7 +117,8 @@ class Container:
     def loops(self) -> list[Loop]:
         """The background loops this process started; their state is in /readyz and the metrics."""
         found = [self.store.committer.loop, self.worker.loop, self.escalations.loop, self.documents.loop]
-        found += [x.loop for x in (self.checkpoints, self.admin) if x is not None]
+        found += [x.loop for x in (self.checkpoints, self.admin, self.operations_metrics) if x is not None]
+        found.append(self.authenticator.directory.loop)
         if self.alert_monitor is not None:
             found += [self.alert_monitor.loop, self.alert_monitor.mail_loop]
         return [loop for loop in found if loop.running or loop.state != "stopped"]
@@ -126,7 +132,11 @@ class Container:
             await self.console.jobs.stop()
         if self.admin is not None:
             await _bounded("config polling", self.admin.stop(), deadline)
+        await _bounded("client use", self.authenticator.directory.loop.stop(), deadline)
+        await _bounded("client use", self.authenticator.directory.flush(), deadline)
         await _bounded("document sweeper", self.documents.stop(), deadline)
+        if self.operations_metrics is not None:
+            await _bounded("operations metrics", self.operations_metrics.stop(), deadline)
         await _bounded("SLA escalations", self.escalations.stop(), deadline)
         if self.alert_monitor is not None:
             await _bounded("alert monitor", self.alert_monitor.stop(), deadline)
@@ -232,7 +242,8 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     clients = ClientStore(store)
     if settings.insecure_no_auth:
         _bench_only(settings, "insecure_no_auth", "unsigned calls are accepted as the system client")
-    authenticator = Authenticator(directory=ClientDirectory(clients), counterparts=verifier, mappings=mappings,
+    directory = ClientDirectory(clients, flush_interval_s=settings.client_use_flush_s)
+    authenticator = Authenticator(directory=directory, counterparts=verifier, mappings=mappings,
                                   nonces=nonces, clock=clock, base_url=settings.base_url,
                                   insecure_no_auth=settings.insecure_no_auth, executor=crypto)
     events = SecurityEvents(store=store, clock=clock)
@@ -251,6 +262,11 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                                           keys=keys, clock=clock)
     container.alert_monitor = build_alert_monitor(container)
     container.alerts = AlertService(store=store, clock=clock, monitor=container.alert_monitor)
+    container.operations_metrics = OperationsMetrics(
+        engines=engines, mappings=lambda: container.mappings, breakers=worker.breaker,
+        pins=lambda: verifier.pins, keys=keys, escalations=escalations, checkpoints=checkpoints,
+        verification=lambda: container.console.jobs if container.console is not None else None)
+    metrics.registry.register(container.operations_metrics)
     return container
 
 

@@ -59,6 +59,7 @@ class Settings(BaseSettings):
     alert_check_interval_s: float = Field(30.0, gt=0, description="how often the alert rules are evaluated")
     smtp_username: str | None = Field(None, description="alert e-mail: the SMTP login (never in alerts.yaml)")
     smtp_password: SecretStr | None = Field(None, description="alert e-mail: the SMTP password")
+    client_use_flush_s: float = Field(30.0, gt=0, description="how often the clients' last use is written")
     console: bool = Field(True, description="serve the operator console at /console (false: not mounted)")
     console_language: str = Field("ru", description="the console's language until a person picks one: kk, ru or en")
     console_session_idle_s: float = Field(1800.0, gt=0, description="a console session unused this long ends")

@@ -7,6 +7,7 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone

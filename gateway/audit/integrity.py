@@ -82,6 +82,10 @@ class VerifyJobs:
     def latest(self) -> VerifyJob | None:
         return next(reversed(self._jobs.values()), None)
 
+    def latest_finished(self) -> VerifyJob | None:
+        """The newest job with a verdict (intact, broken or failed), for the metrics."""
+        return next((j for j in reversed(self._jobs.values()) if j.state != "running"), None)
+
     async def stop(self) -> None:
         for job in self._jobs.values():
             if job.task is not None and not job.task.done():

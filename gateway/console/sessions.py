@@ -129,6 +129,7 @@ class ConsoleSessions:
         client = await self.directory.by_client_id(row.client_id)
         if client is None or client.revoked_at is not None:
             return None
+        self.directory.note_use(client.client_id, now)
         if now - row.last_seen_at >= TOUCH_EVERY:
             await self.sessions.touch(id_hash=row.id_hash, at=now)
         return ConsoleSession(row.id_hash, Principal(client.client_id, client.roles, "session"), row.csrf,

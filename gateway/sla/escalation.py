@@ -58,6 +58,8 @@ class EscalationScheduler:
         # A pass is only worth it when a message arrived or an open leg's deadline passed since the last.
         self._seen_up_to: int | None = None
         self._next_deadline_us: int | None = None
+        # Overdue legs per rule as of the last full pass (the metrics read it; a skipped pass changed nothing).
+        self.overdue_by_rule: dict[str, int] | None = None
 
     def start(self) -> None:
         self.loop.start()
@@ -76,6 +78,11 @@ class EscalationScheduler:
         report = await live_report(store=self.store, config=self.config, as_of=now)
         self._seen_up_to = latest
         self._next_deadline_us = min((leg.deadline_at for leg in report.legs if leg.status == "open"), default=None)
+        overdue = dict.fromkeys(self.config.policy.rules, 0)
+        for leg in report.legs:
+            if leg.status == "overdue":
+                overdue[leg.rule] = overdue.get(leg.rule, 0) + 1
+        self.overdue_by_rule = overdue
         raised = 0
         for message in escalations(report):
             result = await self.accepter.accept(message=message, source=SOURCE)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from datetime import datetime
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, or_, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import IntegrityError
 
@@ -31,18 +31,20 @@ class ClientRow:
     description: str | None
     created_at: datetime
     revoked_at: datetime | None
+    last_used_at: datetime | None = None
 
     def public(self) -> dict[str, object]:
         """What `gateway clients list` shows: never the token hash."""
         return {"client_id": self.client_id, "roles": sorted(self.roles), "keyid": self.keyid,
                 "auth": "signature" if self.keyid else "token", "description": self.description,
                 "created_at": self.created_at.isoformat(),
-                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None}
+                "revoked_at": self.revoked_at.isoformat() if self.revoked_at else None,
+                "last_used_at": self.last_used_at.isoformat() if self.last_used_at else None}
 
 
 def _row(r) -> ClientRow:  # noqa: ANN001
     return ClientRow(r.client_id, frozenset(r.roles.split()), r.keyid, r.public_key, r.token_hash, r.description,
-                     r.created_at, r.revoked_at)
+                     r.created_at, r.revoked_at, getattr(r, "last_used_at", None))
 
 
 class ClientStore:
@@ -86,6 +88,18 @@ class ClientStore:
             row = conn.execute(select(clients).where(clients.c.client_id == client_id)).first()
             out.append(_row(row) if row is not None else None)
         return out
+
+    async def mark_used(self, uses: dict[str, datetime]) -> None:
+        await self.store.committer.submit(self._mark_used, uses)
+
+    @staticmethod
+    def _mark_used(conn: Connection, items: list[dict[str, datetime]]) -> list[None]:
+        for uses in items:
+            for client_id, at in uses.items():
+                conn.execute(update(clients).where(clients.c.client_id == client_id,
+                                                   or_(clients.c.last_used_at.is_(None), clients.c.last_used_at < at))
+                             .values(last_used_at=at))
+        return [None] * len(items)
 
     async def all(self) -> list[ClientRow]:
         async with self.store.engines.read.connect() as conn:

@@ -152,6 +152,7 @@ clients = Table(
     Column("description", Text),
     Column("created_at", UTCDateTime, nullable=False),
     Column("revoked_at", UTCDateTime),
+    Column("last_used_at", UTCDateTime),  # kept to the minute: written in batches, not on every request
 )
 
 # Document requests: one stored copy per (record kind, person, instance) while valid; the person is a keyed hash.

@@ -25,7 +25,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     stack = _new_stack(tmp)
     KeyStore(tmp / "keys", passphrase=PASSPHRASE).generate(channel="json")
     stack.start_gateway(keys_dir=tmp / "keys", key_passphrase=PASSPHRASE, console_strict_i18n=True,
-                        replay_rate_per_s=200)
+                        replay_rate_per_s=200, client_use_flush_s=0.2)
     try:
         yield stack
     finally:
@@ -181,4 +181,6 @@ def test_a_key_is_rotated_from_the_page_after_confirmation(admin: Any, live: Sta
     actions = live.auditor.get("/v1/audit/exchanges", params={"kind": "admin", "limit": 500}).json()["items"]
     assert any(a["peer"] == "gateway-keys" and '"rotated":"json"' in a["detail"]["error"] for a in actions)
     assert page.locator("#certificates tr[data-owner='mio-kz-35']").count() == 1  # its pinned certificate
+    page.goto(f"{live.gateway_url}/console/admin/keys")  # this session's use was written meanwhile
+    assert page.inner_text("#clients tr[data-client='admin-1'] td[data-col=last-use]") != "—"
     assert not elsewhere and not _script_errors(errors)

@@ -146,6 +146,9 @@ class FakeDirectory:
     async def by_client_id(self, client_id: str) -> ClientRow | None:
         return self.row if client_id == self.row.client_id else None
 
+    def note_use(self, client_id: str, at: datetime) -> None:
+        self.used = (client_id, at)
+
 
 class FakeEvents:
     def __init__(self) -> None:
