@@ -1,4 +1,4 @@
-"""deploy/prometheus/alerts.yml and deploy/grafana/gateway.json stay true: valid, and every metric they name is served."""
+"""The deploy/ rules and dashboard stay true: promtool passes them, and every metric they name is served."""
 
 from __future__ import annotations
 

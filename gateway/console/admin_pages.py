@@ -8,7 +8,7 @@ from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.admin import InvalidConfiguration, NotDeadLettered
@@ -16,7 +16,7 @@ from gateway.bootstrap import Container
 from gateway.canonical.errors import ConfigError, NotFound
 from gateway.console.forms import Form, local_time
 from gateway.console.i18n import Language
-from gateway.console.web import PREFIX, Console, Page
+from gateway.console.web import PREFIX, Page, page_for
 from gateway.mapping import load_mappings
 from gateway.operations import instance_health, keys_view
 from gateway.storage import operations as reads
@@ -35,15 +35,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
 BULK_REPLAY_MAX = 10_000
 
 
-def _page(*roles: str) -> Any:
-    async def dependency(request: Request) -> Page:
-        console: Console = request.app.state.console
-        return await console.page(request, roles=roles)
-
-    return Depends(dependency)
-
-
-Admin = Annotated[Page, _page("admin")]
+Admin = Annotated[Page, page_for("admin")]
 
 
 def _c(page: Page) -> Container:

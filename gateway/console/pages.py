@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from urllib.parse import quote
 
 import orjson
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 from lxml import etree
 
@@ -18,7 +18,7 @@ from gateway.canonical.errors import NotFound
 from gateway.console.forms import Form, as_local_input, exchange_filters, export_form, reason_of, sla_filters
 from gateway.console.i18n import LANGUAGES
 from gateway.console.sessions import SignInRefused, SignInThrottled
-from gateway.console.web import PRE_CSRF_COOKIE, PREFIX, Console, CsrfRefused, Page, local_path
+from gateway.console.web import PRE_CSRF_COOKIE, PREFIX, Console, CsrfRefused, Page, local_path, page_for
 from gateway.sla.engine import STATUSES
 from gateway.sla.live import live_report
 from security.xmlparse import parse_xml
@@ -38,16 +38,9 @@ def _container(request: Request) -> Container:
     return request.app.state.container
 
 
-def _page(*roles: str) -> Any:
-    async def dependency(request: Request) -> Page:
-        return await _console(request).page(request, roles=roles or None)
-
-    return Depends(dependency)
-
-
-Anyone = Annotated[Page, _page()]
-Signed = Annotated[Page, _page("admin", "auditor")]
-Auditor = Annotated[Page, _page("auditor")]
+Anyone = Annotated[Page, page_for()]
+Signed = Annotated[Page, page_for("admin", "auditor")]
+Auditor = Annotated[Page, page_for("auditor")]
 
 
 def _queries(c: Container) -> ExchangeQueries:

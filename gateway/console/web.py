@@ -10,7 +10,7 @@ from typing import Any, Iterable
 from urllib.parse import quote, urlencode, urlsplit
 
 import orjson
-from fastapi import Request
+from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
@@ -86,6 +86,15 @@ def local_path(value: str | None, default: str = PREFIX + "/") -> str:
     if parts.scheme or parts.netloc or not value.startswith(PREFIX) or value.startswith("//") or "\\" in value:
         return default
     return value
+
+
+def page_for(*roles: str) -> Any:
+    """A dependency giving the handler its Page: no roles, any visitor; otherwise a session with one of them."""
+
+    async def dependency(request: Request) -> Page:
+        return await request.app.state.console.page(request, roles=roles or None)
+
+    return Depends(dependency)
 
 
 class Console:

@@ -302,7 +302,7 @@ def test_two_gateways_on_one_postgres_deliver_each_referral_exactly_once(
 
 def _mio_delivered_per_process(urls: list[str]) -> list[int]:
     return [int(_metric_sum(httpx.get(f"{u}/metrics").text, "gateway_deliveries_delivered_total",
-                            'instance="mio-kz-35"')) for u in urls]
+                            'counterpart_instance="mio-kz-35"')) for u in urls]
 
 
 def _metric_sum(text: str, name: str, label: str) -> float:

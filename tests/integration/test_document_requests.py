@@ -274,7 +274,8 @@ def test_500_concurrent_requests_for_one_record_make_one_upstream_call(stack: St
     assert outcomes["coalesced"] + outcomes["hit"] == N_CONCURRENT - 1
     assert outcomes["hit"] == sum(r.status_code == 200 for r in responses)
     m = _metrics(stack.gateway_url)
-    assert m[f'gateway_document_upstream_calls_total{{instance="con",record_kind="{KIND}",result="ok"}}'] == 1
+    upstream = f'gateway_document_upstream_calls_total{{counterpart_instance="con",record_kind="{KIND}",result="ok"}}'
+    assert m[upstream] == 1
     assert m[f'gateway_document_coalesced_waiters_total{{record_kind="{KIND}"}}'] == outcomes["coalesced"]
     assert m["gateway_document_hit_ratio"] == pytest.approx(outcomes["hit"] / N_CONCURRENT)
     assert _count(stack.database_url, "records") == 1
