@@ -1,7 +1,7 @@
 """The console's targets (issue 12) over 1,000,000 exchange-log records and 1,000,000 SLA events: p50/p95 per figure.
 
 Usage: .venv/bin/python -m bench.console [--dir /tmp/bench-console] [--events 1000000] [--records 1000000]
-       [--repeat 40] [--report-repeat 10] [--http] [--explain]
+       [--repeat 40] [--report-repeat 10] [--recompute-repeat 3] [--http] [--explain] [--log-only] [--no-migrate]
 """
 
 # The store is built once per (events, records, seed) in --dir (bench/console_store.py) and migrated to
@@ -125,6 +125,8 @@ async def service(built: Built, opts: argparse.Namespace, figures: Figures) -> N
                                                                    **args))
                 values.append(ms)
             figures.add("log", name, values)
+        if opts.log_only:
+            return
 
         print("case view (service):")
         try:
@@ -332,6 +334,7 @@ def main() -> None:
     parser.add_argument("--recompute-repeat", type=int, default=3,
                         help="calls of the full recompute (the live report before the feed)")
     parser.add_argument("--no-migrate", action="store_true", help="measure the store as built (no new migrations)")
+    parser.add_argument("--log-only", action="store_true", help="only the log browser, at the service level")
     parser.add_argument("--http", action="store_true", help="also through the console pages (gateway serve)")
     parser.add_argument("--no-service", action="store_true", help="only through HTTP")
     parser.add_argument("--port", type=int, default=18431)

@@ -290,7 +290,11 @@ class ExchangeQueries:
         branches = []
         if peer is not None:
             names, clients = self._peers(peer)
-            branches = [_LOG.peer == name for name in sorted(names)] + [_LOG.client == c for c in sorted(clients)]
+            if any(v is not None for v in (case_id, iin, kind, result, status_code)):
+                # another filter's (column, seq) index walks seq order already; the peer is checked on the way
+                query = query.where(or_(_LOG.peer.in_(names), _LOG.client.in_(clients)))
+            else:
+                branches = [_LOG.peer == n for n in sorted(names)] + [_LOG.client == c for c in sorted(clients)]
         if kind is not None:
             query = query.where(_LOG.kind == kind)
         if result is not None:

@@ -71,9 +71,10 @@ class PgCluster:
         self._run(find_binary("initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres", "-E", "UTF8",
                   "--no-sync")
         with open(self.data / "postgresql.conf", "a", encoding="utf-8") as conf:
-            # Throw-away and on a shared machine: no durability cost, few connections, little memory.
+            # Throw-away and on a shared machine: little memory, no fsync (a stopped server's writes are in the
+            # OS cache and survive it). Commits stay synchronous: an acknowledged commit must outlive `-m immediate`.
             conf.write(f"\nport = {self.port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = ''\n"
-                       "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\nmax_connections = 100\n"
+                       "fsync = off\nfull_page_writes = off\nmax_connections = 100\n"
                        "shared_buffers = 32MB\n")
         return self
 

@@ -154,7 +154,7 @@ def terminate(proc: subprocess.Popen, *, bound_s: float) -> tuple[int | None, fl
 def _stuck(database_url: str, urls: list[str], missing: set[str]) -> str:
     """What an undelivered backlog looks like: store states, and each gateway's readiness."""
     rows = delivery_rows(database_url)
-    states = Counter((r["instance"], r["state"], r["claimed_by"] is not None) for r in rows
+    states = Counter((r["instance"], r["state"], r["claimed_by"], r["attempts"]) for r in rows
                      if r["state"] != "delivered")
     ready = {}
     for u in urls:
@@ -162,7 +162,9 @@ def _stuck(database_url: str, urls: list[str], missing: set[str]) -> str:
             ready[u] = httpx.get(f"{u}/readyz", timeout=5).json()
         except httpx.HTTPError as exc:
             ready[u] = type(exc).__name__
-    return f"{len(missing)} not at МИO; undelivered rows {dict(states)}; readyz {ready}"
+    theirs = Counter((r["instance"], r["state"], r["attempts"]) for r in rows if r["message_id"] in missing)
+    return (f"{len(missing)} not at МИO (their rows: {dict(theirs)}); undelivered rows {dict(states)}; "
+            f"readyz {ready}")
 
 
 def ready_status(url: str) -> int | None:
@@ -500,7 +502,7 @@ __all__ = ["Fault", "Load", "Report", "run_counterpart_fault", "run_postgres", "
 # --- a backlog drained after the store's return, against the same backlog without a fault ---------
 
 
-def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.0,
+def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.0, drain_timeout_s: float = 300.0,
                 log: Callable[[str], None] = lambda _: None) -> Report:
     """`messages` referrals queued by an API-only gateway while a worker process (`gateway worker`) is paused
     (SIGSTOP); with `outage_s`, PostgreSQL is stopped before the worker resumes and started `outage_s` later.
@@ -516,7 +518,9 @@ def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.
         stack.gateway_sock.close()
         api = stack.spawn_gateway(stack.gateway_port, GATEWAY_WORKER="false")
         procs.append(api)
-        worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], env=stack.env(), cwd=ROOT,
+        worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"],
+                                  env=stack.env(GATEWAY_LOG_LEVEL=os.environ.get("FAULTS_WORKER_LOG", "WARNING")),
+                                  cwd=ROOT,
                                   stdout=subprocess.DEVNULL, stderr=open(tmp / "worker.log", "ab"))
         procs.append(worker)
         samples = SampleCases(seed=17)
@@ -541,7 +545,11 @@ def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.
         else:
             start = time.monotonic()
             worker.send_signal(signal.SIGCONT)
-        wait_for(lambda: ids <= capture.delivered(), timeout=300, interval=0.05, what="the backlog delivered")
+        try:
+            wait_for(lambda: ids <= capture.delivered(), timeout=drain_timeout_s, interval=0.05,
+                     what="the backlog delivered")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_stuck(cluster.url, [], ids - capture.delivered())}") from None
         done = time.monotonic()
         arrivals = {k: v for k, v in capture.snapshot().items() if k in ids}
         first = min(a.at for v in arrivals.values() for a in v)

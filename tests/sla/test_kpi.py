@@ -104,7 +104,7 @@ def test_integral_reintegration_index_and_successful_share_on_day_180() -> None:
     e = [msg("case.registered", "E", AS_OF - 100 * day)]
     day180 = report(a + b + c + d + e, AS_OF).kpi["day180"]
     assert day180 == {"cases": 4, "mean_reintegration_index": (9 + 8 + 7 + 8) / 4, "successful": 2,
-                      "successful_share": 0.5}
+                      "successful_share": 0.5, "index_distribution": {"7": 1, "8": 2, "9": 1}}
 
 
 def test_a_rejected_referral_is_no_help_for_the_domain_score() -> None:
