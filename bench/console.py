@@ -265,7 +265,10 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
             def page(method: str, url: str, **kw: Any) -> tuple[float, float]:
                 """(server ms from Server-Timing, or the client's wall time without one; client wall ms)."""
                 start = time.perf_counter()
-                r = client.request(method, url, **kw)
+                try:
+                    r = client.request(method, url, **kw)
+                except httpx.TransportError as exc:  # an unhandled error in the page resets the connection
+                    raise PageFailed(f"{method} {url} → {exc!r}") from None
                 wall = (time.perf_counter() - start) * 1000
                 if r.status_code != 200:
                     raise PageFailed(f"{method} {url} → {r.status_code}")

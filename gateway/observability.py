@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 # Endpoints of administrators and auditors (people), whose refusals say something else than a refused message.
-OPERATOR_PATHS = ("/v1/admin", "/v1/audit", "/console")
+OPERATOR_PATHS = ("/v1/admin", "/v1/audit", "/v1/deliveries", "/console")
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 

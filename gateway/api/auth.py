@@ -21,6 +21,8 @@ PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/keys", "/docs"
 AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "Not signed, signature or token not valid, replayed, key revoked"},
     403: {"model": Problem, "description": "The caller's role does not allow this endpoint"},
+    503: {"model": Problem, "description": "store-unavailable: the store cannot be reached or written just now; "
+                                           "nothing was written, resend after Retry-After"},
 }
 CHALLENGE = 'Signature realm="probation-gateway", Bearer realm="probation-gateway"'
 # The console signs people in with its own server-side sessions (gateway/console), not per request.
