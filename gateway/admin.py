@@ -78,7 +78,7 @@ class CounterpartAdmin:
                 "instances": [_dump(i) for i in self.c.mappings.counterparts.instances]}
 
     def instance(self, name: str) -> dict[str, Any]:
-        inst = self.c.mappings.instance(name)
+        inst = self.c.mappings.counterpart_instance(name)
         if inst is None:
             raise NotFound(f"no counterpart instance {name!r}")
         return {"version": self.version, **_dump(inst)}
@@ -89,7 +89,7 @@ class CounterpartAdmin:
         return await self._change(name=name, after=document, principal=principal, dry_run=dry_run)
 
     async def patch(self, *, name: str, patch: dict[str, Any], principal: Principal, dry_run: bool) -> dict[str, Any]:
-        current = self.c.mappings.instance(name)
+        current = self.c.mappings.counterpart_instance(name)
         if current is None:
             raise NotFound(f"no counterpart instance {name!r}")
         return await self._change(name=name, after=merge_patch(_dump(current), patch), principal=principal,
@@ -155,7 +155,7 @@ class CounterpartAdmin:
     async def _change(self, *, name: str, after: dict[str, Any], principal: Principal,
                       dry_run: bool) -> dict[str, Any]:
         async with self._lock:
-            before_inst = self.c.mappings.instance(name)
+            before_inst = self.c.mappings.counterpart_instance(name)
             before = _dump(before_inst) if before_inst else None
             file, mappings, pins = self._validate(name, after)
             after_doc = _dump(file.instances[[i.name for i in file.instances].index(name)])

@@ -294,6 +294,10 @@ class Mappings(_Strict):
         """A counterpart instance, or an alert webhook channel (which the delivery worker sends to as well)."""
         return next((i for i in self.outbound_instances if i.name == name), None)
 
+    def counterpart_instance(self, name: str) -> Instance | None:
+        """A counterpart instance only: what administrators configure (webhooks live in alerts.yaml)."""
+        return next((i for i in self.counterparts.instances if i.name == name), None)
+
     @property
     def webhook_instances(self) -> tuple[Instance, ...]:
         if self._channels is None:
