@@ -14,7 +14,8 @@ from gateway.sla.policy import SlaConfig
 from gateway.storage.store import Store
 
 # Body fields a case view may show: identifiers and classifications, never the person or free text.
-_SHOWN = ("referral_id", "risk_id", "kind", "domain", "level", "trigger", "region", "record_kind", "status")
+_SHOWN = ("referral_id", "risk_id", "kind", "domain", "level", "trigger", "region", "record_kind", "status", "rule",
+          "deadline_at")
 _REPLIES = {"referral.accepted": "accepted", "referral.completed": "completed", "referral.rejected": "rejected"}
 
 

@@ -85,8 +85,11 @@ def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_ce
             tls |= {"ssl_ca_certs": str(client_ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
     # Open connections get a fifth of the shutdown bound (at most 5 s); the lifespan's clean stop the rest.
     graceful = 5.0 if shutdown_bound_s is None else min(5.0, shutdown_bound_s / 5)
+    # Keep-alive outlasts our Retry-After (5 s): a client resending after it on its idle connection must not
+    # meet the server closing that connection at the same moment (seen as a reset, not an answer).
     config = uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=False,
-                            lifespan="on", log_config=None, timeout_graceful_shutdown=graceful, **tls)
+                            lifespan="on", log_config=None, timeout_graceful_shutdown=graceful,
+                            timeout_keep_alive=15, **tls)
     out = Server(config)
     if shutdown_bound_s is not None:
         out.exit_bound_s = shutdown_bound_s + 5.0  # the watchdog only fires if a bounded step did not hold

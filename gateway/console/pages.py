@@ -218,8 +218,10 @@ async def _report(page: Page) -> tuple[Any, Any]:
 async def sla(page: Auditor) -> Response:
     form, report = await _report(page)
     c = _container(page.request)
-    data = report.to_dict() if report is not None else None
-    breaches = [leg for leg in data["legs"] if leg["status"] in ("breached", "overdue")][:200] if data else []
+    # The summary and KPIs as the report holds them; of the legs only the breaches shown are formatted.
+    data = None if report is None else {"as_of": report.as_of_text, "summary": report.summary, "kpi": report.kpi,
+                                        "legs": report.legs}
+    breaches = report.legs_where(("breached", "overdue"), limit=200) if report is not None else []
     return page.render("sla.html", status=200 if form.ok else 422, form=form, r=data, breaches=breaches,
                        statuses=STATUSES, rules=list(c.sla.policy.rules), as_local_input=as_local_input,
                        csv_query=str(page.request.url.query))

@@ -412,6 +412,17 @@ class SlaReport:
     summary: dict[str, dict[str, Any]]
     kpi: dict[str, Any]
 
+    @property
+    def as_of_text(self) -> str:
+        return _rfc3339(self.as_of)
+
+    def legs_where(self, statuses: Iterable[str], *, limit: int | None = None) -> list[dict[str, Any]]:
+        """Legs with one of `statuses`, as the report's JSON writes them; only these are formatted (a year's
+        report has half a million legs, a page shows a few hundred)."""
+        wanted = frozenset(statuses)
+        chosen = [leg for leg in self.legs if leg[7] in wanted]
+        return [dict(zip(LEG_FIELDS, row)) for row in _leg_rows(chosen[:limit] if limit is not None else chosen)]
+
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON-ready data (times as RFC 3339 UTC strings); for small reports and the API."""
         return orjson.loads(self.to_json())

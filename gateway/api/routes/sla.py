@@ -48,9 +48,8 @@ async def case_legs(case_id: str, c: ContainerDep, as_of: AwareDatetime | None =
 @router.get("/breaches")
 async def breaches(c: ContainerDep, as_of: AwareDatetime | None = None) -> dict[str, Any]:
     """Legs breached (stopped late) or overdue (not stopped, deadline passed) as of `as_of`."""
-    result = (await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock())).to_dict()
-    return {"as_of": result["as_of"],
-            "legs": [leg for leg in result["legs"] if leg["status"] in ("breached", "overdue")]}
+    result = await live_report(store=c.store, config=c.sla, as_of=as_of or c.clock())
+    return {"as_of": result.as_of_text, "legs": result.legs_where(("breached", "overdue"))}
 
 
 @router.get("/technical", response_model=TechnicalReport)
