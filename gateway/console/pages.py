@@ -6,10 +6,8 @@ import re
 from typing import Annotated, Any
 from urllib.parse import quote
 
-import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
-from lxml import etree
 
 from gateway.audit.cases import case_view
 from gateway.audit.query import EXPORTS, ExchangeQueries, ExportScope, export_stream
@@ -18,10 +16,18 @@ from gateway.canonical.errors import NotFound
 from gateway.console.forms import Form, as_local_input, exchange_filters, export_form, reason_of, sla_filters
 from gateway.console.i18n import LANGUAGES
 from gateway.console.sessions import SignInRefused, SignInThrottled
-from gateway.console.web import PRE_CSRF_COOKIE, PREFIX, Console, CsrfRefused, Page, local_path, page_for
+from gateway.console.web import (
+    PRE_CSRF_COOKIE,
+    PREFIX,
+    Console,
+    CsrfRefused,
+    Page,
+    local_path,
+    page_for,
+    pretty_text,
+)
 from gateway.sla.engine import STATUSES
 from gateway.sla.live import live_report
-from security.xmlparse import parse_xml
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 PAGE_SIZE = 50
@@ -163,21 +169,10 @@ async def exchange_detail(seq: int, page: Auditor) -> Response:
 
 
 def _pretty(raw: Any) -> str | None:
-    """Wire bytes as a person reads them: JSON indented, XML re-indented (parsed by the hardened parser)."""
+    """Wire bytes as a person reads them (see `pretty_text`); base64 as it is."""
     if not raw.kept or raw.content is None:
         return None
-    if raw.encoding != "utf-8":
-        return raw.content
-    text = raw.content
-    stripped = text.lstrip()
-    try:
-        if stripped.startswith(("{", "[")):
-            return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
-        if stripped.startswith("<"):
-            return etree.tostring(parse_xml(text.encode()), pretty_print=True, encoding="unicode")
-    except Exception:  # noqa: BLE001  (shown as exchanged when it does not parse)
-        return text
-    return text
+    return pretty_text(raw.content) if raw.encoding == "utf-8" else raw.content
 
 
 # ---- case view ---------------------------------------------------------------------------------------

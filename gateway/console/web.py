@@ -13,12 +13,14 @@ import orjson
 from fastapi import Depends, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from lxml import etree
 
 from gateway.access import SecurityEvents
 from gateway.audit.integrity import VerifyJobs
 from gateway.canonical.errors import GatewayError
 from gateway.console.i18n import LANGUAGE_NAMES, LANGUAGES, Catalogues, Language
 from gateway.console.sessions import ConsoleSession, ConsoleSessions
+from security.xmlparse import parse_xml
 
 PREFIX = "/console"
 STATIC = Path(__file__).parent / "static"
@@ -78,6 +80,19 @@ class Page:
         return data
 
 
+def pretty_text(text: str) -> str:
+    """JSON indented, XML re-indented (parsed by the hardened parser); anything else as it was exchanged."""
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith(("{", "[")):
+            return orjson.dumps(orjson.loads(text), option=orjson.OPT_INDENT_2).decode()
+        if stripped.startswith("<"):
+            return etree.tostring(parse_xml(text.encode()), pretty_print=True, encoding="unicode")
+    except Exception:  # noqa: BLE001  (shown as exchanged when it does not parse)
+        return text
+    return text
+
+
 def local_path(value: str | None, default: str = PREFIX + "/") -> str:
     """A redirect target inside the console only: never another origin (`//evil`, `https://…`)."""
     if not value:
@@ -109,6 +124,7 @@ class Console:
         self.env = Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(default=True),
                                undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
         self.env.filters["tojson_pretty"] = lambda v: orjson.dumps(v, option=orjson.OPT_INDENT_2).decode()
+        self.env.filters["pretty"] = pretty_text
         self.env.globals["quote"] = lambda v: quote(str(v), safe="")
 
     def language_of(self, request: Request) -> Language:
