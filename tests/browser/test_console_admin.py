@@ -16,7 +16,7 @@ from security.keys import KeyStore
 
 pytestmark = pytest.mark.browser
 ADMIN_PAGES = ("/console/admin/counterparts", "/console/admin/counterparts/mio-kz-35", "/console/admin/outbox",
-               "/console/admin/dead-letters", "/console/admin/keys", "/console/admin/mappings")
+               "/console/admin/dead-letters", "/console/admin/alerts", "/console/admin/keys", "/console/admin/mappings")
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 
 from tests.alerts.support import self_signed, write_alerts
 from tests.browser.support import collect_console_errors, isolated_context
+from tests.browser.test_console_auditor import _shot
 from tests.harness import Stack, wait_for, write_counterparts
 
 pytestmark = pytest.mark.browser
@@ -62,6 +63,7 @@ def test_an_admin_acknowledges_an_alert_from_the_page_and_it_is_audited(browser:
         assert acked.get_attribute("data-state") == "acknowledged"
         assert "admin-1" in acked.inner_text() and page.locator("#ack-notice").is_visible()
         assert page.locator(f"#ack-{alert_id}").count() == 0  # nothing left to press
+        _shot(page, "admin-alerts")
         assert not elsewhere and not errors, (elsewhere, errors)
         context.close()
 
