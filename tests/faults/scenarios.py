@@ -368,7 +368,9 @@ def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages
     url = database_url or f"sqlite+aiosqlite:///{tmp / 'gw.db'}"
     keys = tmp / "keys"
     KeyStore(keys, passphrase=PASSPHRASE).generate(channel="json")
-    stack = Stack(tmp, url, wrap=capture.wrap)
+    # Patient enough to outlast the fault (the harness's fast policy gives up after 6 attempts).
+    retry = {"max_attempts": 40, "base_delay_s": 0.2, "max_delay_s": 5.0, "deadline_s": 600, "retry_after_max_s": 10}
+    stack = Stack(tmp, url, wrap=capture.wrap, retry=retry)
     report = Report(name, url.split("+")[0])
     proc = None
     try:
@@ -384,8 +386,11 @@ def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages
         t0 = time.monotonic()
         load = Load([stack.gateway_url], stack.auth, referrals, rate=rate).start()
         load.join(drain_timeout_s)
-        wait_for(lambda: set(load.accepted) <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
-                 what="every accepted referral delivered")
+        try:
+            wait_for(lambda: set(load.accepted) <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
+                     what="every accepted referral delivered")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; {_stuck(url, [], set(load.accepted) - capture.delivered())}") from None
         arrivals = {k: v for k, v in capture.snapshot().items() if k in ids}
         report.submitted, report.accepted = load.submitted, len(load.accepted)
         report.answers = {f"{s} {t}".strip(): n for (s, t, _), n in load.answers.items()}
@@ -535,7 +540,7 @@ def run_backlog(tmp: Path, *, messages: int = 1000, outage_s: float | None = 20.
         referrals = [samples.shelter_referral(cases[i % len(cases)]["case_id"]) for i in range(messages)]
         ids = {r["message_id"] for r in referrals}
         load = Load([stack.gateway_url], stack.auth, referrals, rate=1000).start()
-        load.join(120)
+        load.join(300)
         assert len(load.accepted) == messages and not load.bad, load.bad[:3]
         if outage_s:
             cluster.stop()

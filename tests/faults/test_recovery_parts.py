@@ -93,7 +93,7 @@ async def test_a_disconnect_after_the_request_was_sent_is_not_a_connect_timeout(
                            require_signatures=False)
         with pytest.raises(httpx.ConnectError) as caught:
             await transport.send(refused, request)
-        assert classify_transport_error(caught.value).reason == "connection error: ConnectError"
+        assert classify_transport_error(caught.value).reason.startswith("refused: ")  # nothing was sent
     finally:
         await transport.aclose()
 
