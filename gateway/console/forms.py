@@ -114,7 +114,8 @@ def sla_filters(data: Mapping[str, str], lang: Language, *, now: datetime) -> Fo
                  if data.get(k)})
     _times(form, lang, ("as_of",))
     _times(form, lang, ("since", "until"))
-    form.values.setdefault("as_of", now)
+    # Without an explicit as_of, the current minute: views within a minute share one computed report.
+    form.values.setdefault("as_of", now.replace(second=0, microsecond=0))
     for name in ("rule", "counterpart", "region"):
         text = form.typed.get(name, "").strip()
         if text:

@@ -361,9 +361,10 @@ def run_postgres(tmp: Path, *, fault: Fault, gateways: int = 1, rate: float = 40
         cluster.close()
 
 
-def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages: int = 300, rate: float = 100.0,
-                          drain_timeout_s: float = 120.0, database_url: str | None = None) -> Report:
-    """One gateway (SQLite unless given a URL), МИО misbehaving as `sim` says (a 503 storm, cut connections)."""
+def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], fault_s: float = 10.0, messages: int = 300,
+                          rate: float = 50.0, drain_timeout_s: float = 180.0, database_url: str | None = None) -> Report:
+    """One gateway (SQLite unless given a URL), МИО misbehaving as `sim` says (a 503 storm, cut connections) for
+    `fault_s` seconds while the IS submits, then well again."""
     capture = Capture()
     url = database_url or f"sqlite+aiosqlite:///{tmp / 'gw.db'}"
     keys = tmp / "keys"
@@ -380,11 +381,13 @@ def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages
         cases = _kz35_cases(samples, 30)
         warm = Load([stack.gateway_url], stack.auth, cases, rate=200).start()
         warm.join(60)
-        sim_config(stack.mio, **sim)
         referrals = [samples.shelter_referral(cases[i % len(cases)]["case_id"]) for i in range(messages)]
         ids = {r["message_id"] for r in referrals}
-        t0 = time.monotonic()
+        sim_config(stack.mio, **sim)
         load = Load([stack.gateway_url], stack.auth, referrals, rate=rate).start()
+        time.sleep(fault_s)  # the counterpart misbehaves this long
+        sim_config(stack.mio)  # and is well again
+        t0 = time.monotonic()
         load.join(drain_timeout_s)
         try:
             wait_for(lambda: set(load.accepted) <= capture.delivered(), timeout=drain_timeout_s, interval=0.1,
@@ -395,13 +398,14 @@ def run_counterpart_fault(tmp: Path, *, name: str, sim: dict[str, Any], messages
         report.submitted, report.accepted = load.submitted, len(load.accepted)
         report.answers = {f"{s} {t}".strip(): n for (s, t, _), n in load.answers.items()}
         report.bad_answers = load.bad
-        report.lost = sorted(set(load.accepted) - {k for k, v in arrivals.items()
-                                                    if any(a.status == 200 for a in v)})
+        report.lost = sorted(set(load.accepted) - capture.delivered())
         report.counterpart_requests = sum(len(v) for v in arrivals.values())
         report.duplicated = sum(1 for v in arrivals.values() if len(v) > 1)
         report.drained_after_return_s = time.monotonic() - t0
-        report.notes.append(f"extra requests at МИО: {report.counterpart_requests - len(arrivals)} "
-                            f"(fault config {sim})")
+        first = capture.first_after(t0)
+        report.first_delivery_after_return_s = None if first is None else first - t0
+        report.notes.append(f"times 'after the store's return' are from the counterpart's recovery; extra requests "
+                            f"at МИО: {report.counterpart_requests - len(arrivals)} (fault config {sim}, {fault_s:.0f} s)")
         report.audit_intact, report.audit_detail = audit_verify(url, keys)
         report.shutdown = [terminate(proc, bound_s=30)]
         proc = None
