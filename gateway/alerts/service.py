@@ -68,6 +68,8 @@ class AlertService:
                     hop="admin", peer="alerts", at=now, result="acknowledged",
                     error=f"alert {alert_id} acknowledged: {alert.rule} {alert.subject}"[:4000],
                     client=principal.client_id, signer=principal.keyid,
-                    request_raw=dumps({"action": "acknowledge", "alert": describe(alert)}))])
+                    request_raw=dumps({"action": "acknowledge", "alert": describe(alert),
+                                       "before": {"state": "firing"},
+                                       "after": {"state": "acknowledged", "by": principal.client_id}}))])
             out.append(alert)
         return out

@@ -316,12 +316,15 @@ async def key_action(action: str, page: Admin) -> Response:
             channel = data.get("channel", "json")
             if channel not in ("json", "xml"):
                 raise ValueError(channel)
+            old = c.keys.active_info(channel=channel)  # type: ignore[arg-type]
             info = c.keys.rotate(channel=channel)  # type: ignore[arg-type]
-            what = {"rotated": channel, "new_kid": info.kid}
+            what = {"rotated": channel, "new_kid": info.kid,
+                    "before": {"active": old.kid if old else None}, "after": {"active": info.kid}}
         else:
-            info = c.keys.revoke(data.get("kid", ""), reason=f"revoked from the console by "
-                                                             f"{page.session.principal.client_id}")
-            what = {"revoked": info.kid}
+            kid = data.get("kid", "")
+            before = next((k.to_json() for k in c.keys.list() if k.kid == kid), None)
+            info = c.keys.revoke(kid, reason=f"revoked from the console by {page.session.principal.client_id}")
+            what = {"revoked": info.kid, "before": before, "after": info.to_json()}
     except (KeyError, ValueError, LookupError) as exc:
         return page.render("admin_keys.html", status=422, view=await keys_view(c=c), now=c.clock(),
                            csrf=page.session.csrf, has_keystore=True,
