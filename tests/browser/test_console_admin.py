@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any, Iterator
 
 import httpx
@@ -85,7 +86,11 @@ def test_a_change_with_a_dry_run_applies_live_shows_in_history_and_rolls_back(ad
 
     changes = live.auditor.get("/v1/audit/exchanges", params={"kind": "admin", "limit": 500}).json()["items"]
     applied_rows = [c for c in changes if c["result"] == "applied" and c["client"] == "admin-1"]
-    assert len(applied_rows) >= 2  # every change is an exchange-log record (before and after in its bytes)
+    assert len(applied_rows) >= 3  # every change is an exchange-log record, with before and after in its bytes
+    for row in applied_rows:
+        kept = live.auditor.get(f"/v1/audit/exchanges/{row['seq']}", params={"reason": "admin audit"}).json()
+        change = json.loads(kept["request"]["content"])
+        assert change["before"] and change["after"] and change["before"] != change["after"]
     assert not elsewhere and not _script_errors(errors)
 
 
@@ -179,7 +184,10 @@ def test_a_key_is_rotated_from_the_page_after_confirmation(admin: Any, live: Sta
     after = {k["kid"] for k in live.client.get("/v1/keys").json()["keys"]}
     assert before < after  # the new key is published, the old one still verifies in its overlap
     actions = live.auditor.get("/v1/audit/exchanges", params={"kind": "admin", "limit": 500}).json()["items"]
-    assert any(a["peer"] == "gateway-keys" and '"rotated":"json"' in a["detail"]["error"] for a in actions)
+    rotated = next(a for a in actions if a["peer"] == "gateway-keys" and '"rotated":"json"' in a["detail"]["error"])
+    kept = json.loads(live.auditor.get(f"/v1/audit/exchanges/{rotated['seq']}", params={"reason": "admin audit"})
+                      .json()["request"]["content"])
+    assert kept["before"]["active"] in before and kept["after"]["active"] not in before
     assert page.locator("#certificates tr[data-owner='mio-kz-35']").count() == 1  # its pinned certificate
     page.goto(f"{live.gateway_url}/console/admin/keys")  # this session's use was written meanwhile
     assert page.inner_text("#clients tr[data-client='admin-1'] td[data-col=last-use]") != "—"
