@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from tests.harness import Stack
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, BrowserContext, Page, Route
@@ -45,3 +49,30 @@ def run_in_thread(fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """fn(*args, **kwargs) in a thread of its own, where asyncio.run() works while the browser holds the main loop."""
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="run_in_thread") as pool:
         return pool.submit(fn, *args, **kwargs).result()
+
+
+def new_stack(tmp: Path) -> Stack:
+    """A Stack on SQLite made in its own thread: Playwright's sync API keeps an event loop running in this one."""
+    return run_in_thread(Stack, tmp, f"sqlite+aiosqlite:///{tmp / 'gateway.db'}")
+
+
+def sign_in(page: Page, stack: Stack, token: str) -> None:
+    """Through the form, as a person does; no page of the console opens without a session."""
+    page.goto(f"{stack.gateway_url}/console/")
+    assert "/console/sign-in" in page.url
+    page.fill("#token", token)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{stack.gateway_url}/console/")
+
+
+def script_errors(errors: list[str]) -> list[str]:
+    """Console errors but the browser's note on a 4xx answer: the pages answer 403, 404 or 422 on purpose."""
+    return [e for e in errors if "the server responded with a status of 4" not in e]
+
+
+def shot(page: Page, name: str) -> None:
+    """GATEWAY_CONSOLE_SCREENSHOTS=docs/console: the README's pictures, taken by the browser tests."""
+    where = os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS")
+    if where:
+        Path(where).mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)

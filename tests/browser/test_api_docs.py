@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, Iterator
 import httpx
 import pytest
 
-from tests.browser.support import collect_console_errors, isolated_context, run_in_thread
+from tests.browser.support import collect_console_errors, isolated_context, new_stack
 from tests.harness import Stack
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("docs")
-    stack = run_in_thread(Stack, tmp, f"sqlite+aiosqlite:///{tmp / 'gateway.db'}")
+    stack = new_stack(tmp)
     try:
         stack.start_gateway()
         yield stack

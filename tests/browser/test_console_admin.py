@@ -9,8 +9,8 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.browser.support import collect_console_errors, isolated_context
-from tests.browser.test_console_auditor import PASSPHRASE, _new_stack, _script_errors, _shot, _sign_in
+from tests.browser.support import collect_console_errors, isolated_context, new_stack, script_errors, shot, sign_in
+from tests.browser.test_console_auditor import PASSPHRASE
 from tests.harness import Stack, free_port, wait_for
 from gateway.samples import SampleCases
 from security.keys import KeyStore
@@ -23,7 +23,7 @@ ADMIN_PAGES = ("/console/admin/counterparts", "/console/admin/counterparts/mio-k
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("admin-console")
-    stack = _new_stack(tmp)
+    stack = new_stack(tmp)
     KeyStore(tmp / "keys", passphrase=PASSPHRASE).generate(channel="json")
     stack.start_gateway(keys_dir=tmp / "keys", key_passphrase=PASSPHRASE, console_strict_i18n=True,
                         replay_rate_per_s=200, client_use_flush_s=0.2)
@@ -39,7 +39,7 @@ def admin(browser: Any, live: Stack) -> Iterator[tuple[Any, list[str], list[str]
     page = context.new_page()
     page.set_default_timeout(20_000)
     errors = collect_console_errors(page)
-    _sign_in(page, live, live.admin_token)
+    sign_in(page, live, live.admin_token)
     try:
         yield page, elsewhere, errors
     finally:
@@ -56,7 +56,7 @@ def test_a_change_with_a_dry_run_applies_live_shows_in_history_and_rolls_back(ad
     before = live.admin.get("/v1/admin/counterparts/mio-kz-35").json()
     page.click("nav.main a[href$='/admin/counterparts']")
     assert page.get_attribute("#instances tr[data-instance='mio-kz-35']", "data-breaker") == "closed"
-    _shot(page, "admin-counterparts")
+    shot(page, "admin-counterparts")
     page.click("#instances a[href$='/admin/counterparts/mio-kz-35']")
     page.fill("#f-timeout_s", "7.5")
     page.click("#dry-run-button")
@@ -64,7 +64,7 @@ def test_a_change_with_a_dry_run_applies_live_shows_in_history_and_rolls_back(ad
     assert page.locator("#diff tr[data-field=timeout_s] td").all_inner_texts() == [
         "timeout_s", str(before["timeout_s"]), "7.5"]
     assert live.admin.get("/v1/admin/counterparts/mio-kz-35").json()["timeout_s"] == before["timeout_s"]
-    _shot(page, "admin-dry-run")
+    shot(page, "admin-dry-run")
     page.click("#apply-button")
     page.wait_for_selector("#notice")
     applied = live.admin.get("/v1/admin/counterparts/mio-kz-35").json()
@@ -91,7 +91,7 @@ def test_a_change_with_a_dry_run_applies_live_shows_in_history_and_rolls_back(ad
         kept = live.auditor.get(f"/v1/audit/exchanges/{row['seq']}", params={"reason": "admin audit"}).json()
         change = json.loads(kept["request"]["content"])
         assert change["before"] and change["after"] and change["before"] != change["after"]
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_a_hundred_dead_letters_are_filtered_replayed_once_each(admin: Any, live: Stack) -> None:
@@ -119,7 +119,7 @@ def test_a_hundred_dead_letters_are_filtered_replayed_once_each(admin: Any, live
     page.click("#dead-filters button[type=submit]")
     assert page.locator("#dead-letters tbody tr").count() == 100
     assert "refused:" in page.locator("#dead-letters tbody tr").first.inner_text()  # not "timeout"
-    _shot(page, "admin-dead-letters")
+    shot(page, "admin-dead-letters")
     page.click("#replay-matching")
     page.wait_for_selector("#notice")
     assert "100" in page.inner_text("#notice")
@@ -134,14 +134,14 @@ def test_a_hundred_dead_letters_are_filtered_replayed_once_each(admin: Any, live
     replays = [r for r in live.auditor.get("/v1/audit/exchanges", params={"kind": "admin", "limit": 500}).json()[
         "items"] if r["result"] == "replayed"]
     assert len(replays) == 1 and replays[0]["detail"]["error"] == "100 dead letters replayed"
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_every_admin_page_answers_an_auditor_with_the_403_page(browser: Any, live: Stack) -> None:
     context, elsewhere = isolated_context(browser, live.gateway_url)
     page = context.new_page()
     try:
-        _sign_in(page, live, live.auditor_token)
+        sign_in(page, live, live.auditor_token)
         for path in ADMIN_PAGES:
             response = page.goto(live.gateway_url + path)
             assert response.status == 403, path
@@ -164,8 +164,8 @@ def test_every_admin_page_in_every_language(admin: Any, live: Stack) -> None:
             assert "⟦" not in text, (lang, path, [t for t in text.split("⟦")[1:4]])
         if lang == "kk":
             page.goto(f"{live.gateway_url}/console/admin/keys")
-            _shot(page, "admin-keys-kk")
-    assert not elsewhere and not _script_errors(errors)
+            shot(page, "admin-keys-kk")
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_a_key_is_rotated_from_the_page_after_confirmation(admin: Any, live: Stack) -> None:
@@ -191,4 +191,4 @@ def test_a_key_is_rotated_from_the_page_after_confirmation(admin: Any, live: Sta
     assert page.locator("#certificates tr[data-owner='mio-kz-35']").count() == 1  # its pinned certificate
     page.goto(f"{live.gateway_url}/console/admin/keys")  # this session's use was written meanwhile
     assert page.inner_text("#clients tr[data-client='admin-1'] td[data-col=last-use]") != "—"
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)

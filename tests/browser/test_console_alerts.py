@@ -4,28 +4,22 @@ acknowledgement is an exchange-log record."""
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.alerts.support import self_signed, write_alerts
-from tests.browser.support import collect_console_errors, isolated_context
-from tests.browser.test_console_auditor import _shot
-from tests.harness import Stack, wait_for, write_counterparts
+from tests.browser.support import collect_console_errors, isolated_context, new_stack, shot, sign_in
+from tests.harness import wait_for, write_counterparts
 
 pytestmark = pytest.mark.browser
 
 
-def _new_stack(tmp: Path) -> Stack:
-    """A Stack made in its own thread: Playwright's sync API keeps an event loop running in this one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(Stack, tmp, f"sqlite+aiosqlite:///{tmp / 'gateway.db'}").result()
 
 
 def test_an_admin_acknowledges_an_alert_from_the_page_and_it_is_audited(browser: Any, tmp_path: Path) -> None:
-    stack = _new_stack(tmp_path)
+    stack = new_stack(tmp_path)
     try:
         soon, _ = self_signed(tmp_path / "pins", "mio-next", days=30, ip=None)  # a pin expiring in 30 days
         write_counterparts(stack.counterparts, [
@@ -40,10 +34,7 @@ def test_an_admin_acknowledges_an_alert_from_the_page_and_it_is_audited(browser:
         page = context.new_page()
         page.set_default_timeout(15_000)
         errors = collect_console_errors(page)
-        page.goto(f"{stack.gateway_url}/console/")
-        page.fill("#token", stack.admin_token)
-        page.click("button[type=submit]")
-        page.wait_for_url(f"{stack.gateway_url}/console/")
+        sign_in(page, stack, stack.admin_token)
         page.click("nav.main a[href$='/admin/alerts']")
         page.wait_for_url("**/console/admin/alerts")
 
@@ -63,7 +54,7 @@ def test_an_admin_acknowledges_an_alert_from_the_page_and_it_is_audited(browser:
         assert acked.get_attribute("data-state") == "acknowledged"
         assert "admin-1" in acked.inner_text() and page.locator("#ack-notice").is_visible()
         assert page.locator(f"#ack-{alert_id}").count() == 0  # nothing left to press
-        _shot(page, "admin-alerts")
+        shot(page, "admin-alerts")
         assert not elsewhere and not errors, (elsewhere, errors)
         context.close()
 

@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import sqlite3
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
@@ -18,14 +16,12 @@ import pytest
 
 from gateway.config import ROOT
 from security.keys import KeyStore
-from tests.browser.support import collect_console_errors, isolated_context
-from tests.harness import Stack, wait_for
+from tests.browser.support import collect_console_errors, isolated_context, new_stack, script_errors, shot, sign_in
+from tests.harness import wait_for
 from tests.integration.test_audit_api import _cases
 
 pytestmark = pytest.mark.browser
 PASSPHRASE = "test-only passphrase"
-# GATEWAY_CONSOLE_SCREENSHOTS=docs/console: the README's pictures, taken by these tests.
-SHOTS = os.environ.get("GATEWAY_CONSOLE_SCREENSHOTS")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +29,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A gateway (strict catalogues: a missing translation shows as ⟦text⟧) with two cases, one referral
     completed by the МИО simulator, and a signed checkpoint."""
     tmp = tmp_path_factory.mktemp("console")
-    stack = _new_stack(tmp)
+    stack = new_stack(tmp)
     KeyStore(tmp / "keys", passphrase=PASSPHRASE).generate(channel="json")
     stack.start_gateway(keys_dir=tmp / "keys", key_passphrase=PASSPHRASE, audit_checkpoint_interval_s=0.2,
                         console_strict_i18n=True, console_language="ru")
@@ -49,29 +45,12 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         stack.close()
 
 
-def _new_stack(tmp: Path) -> Stack:
-    """A Stack made in its own thread: Playwright's sync API keeps an event loop running in this one."""
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(Stack, tmp, f"sqlite+aiosqlite:///{tmp / 'gateway.db'}").result()
 
 
-def _sign_in(page: Any, stack: Stack, token: str) -> None:
-    page.goto(f"{stack.gateway_url}/console/")
-    assert "/console/sign-in" in page.url  # no page without a session
-    page.fill("#token", token)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{stack.gateway_url}/console/")
 
 
-def _script_errors(errors: list[str]) -> list[str]:
-    """Console errors but the browser's note on a 4xx answer: the pages answer 403, 404 or 422 on purpose."""
-    return [e for e in errors if "the server responded with a status of 4" not in e]
 
 
-def _shot(page: Any, name: str) -> None:
-    if SHOTS:
-        Path(SHOTS).mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(Path(SHOTS) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -82,7 +61,7 @@ def auditor(browser: Any, live: dict[str, Any]) -> Iterator[tuple[Any, list[str]
     page = context.new_page()
     page.set_default_timeout(15_000)
     errors = collect_console_errors(page)
-    _sign_in(page, stack, stack.auditor_token)
+    sign_in(page, stack, stack.auditor_token)
     try:
         yield page, elsewhere, errors
     finally:
@@ -105,7 +84,7 @@ def test_auditor_searches_by_case_and_iin_and_opens_a_record_with_a_reason(audit
     assert set(page.locator("#exchange-results tbody tr td:nth-child(5)").all_inner_texts()) == {case_a["case_id"]}
     seqs = [int(s) for s in page.locator("#exchange-results tbody tr td:first-child").all_inner_texts()]
     assert seqs == sorted(seqs, reverse=True)  # newest first
-    _shot(page, "exchange-log")
+    shot(page, "exchange-log")
 
     page.fill("#f-case_id", "")
     page.fill("#f-iin", iin)
@@ -130,7 +109,7 @@ def test_auditor_searches_by_case_and_iin_and_opens_a_record_with_a_reason(audit
     assert page.locator("pre.wire-bytes").count() >= 1
     assert iin in page.locator("pre.wire-bytes").first.inner_text()  # the only page with the person in clear
     assert "✓" in page.inner_text("#chain-check") and "✓" in page.inner_text("#signature-check")
-    _shot(page, "exchange-detail")
+    shot(page, "exchange-detail")
 
     reads = stack.auditor.get("/v1/audit/exchanges", params={"kind": "audit-read"}).json()["items"]
     assert any(json.loads(r["detail"]["error"]) == {"read_seq": seq, "reason": "жалоба 2026/117: проверка направления"}
@@ -138,7 +117,7 @@ def test_auditor_searches_by_case_and_iin_and_opens_a_record_with_a_reason(audit
     searches = stack.auditor.get("/v1/audit/exchanges", params={"kind": "audit-search"}).json()["items"]
     assert searches and all(iin not in json.dumps(s) for s in searches)
     assert urls and not [u for u in urls if iin in u]  # the IIN went in POST bodies only
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_case_view_shows_the_whole_chain_with_legs(auditor: Any, live: dict[str, Any]) -> None:
@@ -156,8 +135,8 @@ def test_case_view_shows_the_whole_chain_with_legs(auditor: Any, live: dict[str,
     assert shown == [(leg["rule"], leg["status"]) for leg in api["legs"]] and shown
     types = page.locator("#timeline tbody tr").evaluate_all("rows => rows.map(r => r.dataset.type)")
     assert {"case.registered", "referral.requested", "referral.completed"} <= set(types)
-    _shot(page, "case")
-    assert not elsewhere and not _script_errors(errors)
+    shot(page, "case")
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_dashboard_numbers_equal_the_sla_report(auditor: Any, live: dict[str, Any]) -> None:
@@ -181,12 +160,12 @@ def test_dashboard_numbers_equal_the_sla_report(auditor: Any, live: dict[str, An
     day180 = page.get_attribute("[data-kpi=day180_success]", "data-value")
     expected = report["kpi"]["day180"]["successful_share"]
     assert (float(day180) if day180 else None) == expected
-    _shot(page, "sla-dashboard")
+    shot(page, "sla-dashboard")
     with page.expect_download() as download:
         page.click("#sla-csv")
     text = Path(download.value.path()).read_text(encoding="utf-8")
     assert text.splitlines()[0].startswith("case_id,rule") and len(text.splitlines()) == len(report["legs"]) + 1
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)
 
 
 def test_case_evidence_export_recomputes_offline(auditor: Any, live: dict[str, Any]) -> None:
@@ -197,7 +176,7 @@ def test_case_evidence_export_recomputes_offline(auditor: Any, live: dict[str, A
     assert page.input_value("#f-case_id") == case_a["case_id"]
     page.check("input[name=format][value=events]")
     page.fill("#f-reason", "запрос прокуратуры № 41")
-    _shot(page, "export")
+    shot(page, "export")
     with page.expect_download() as download:
         page.click("#export-form button[type=submit]")
     events = tmp / "case-events.jsonl"
@@ -213,7 +192,7 @@ def test_case_evidence_export_recomputes_offline(auditor: Any, live: dict[str, A
     exports = stack.auditor.get("/v1/audit/exchanges", params={"kind": "audit-export"}).json()["items"]
     assert any(json.loads(e["detail"]["error"]) == {"export": "events", "reason": "запрос прокуратуры № 41",
                                                     "scope": {"case_id": case_a["case_id"]}} for e in exports)
-    assert not elsewhere and not _script_errors(errors)
+    assert not elsewhere and not script_errors(errors)
 
 
 PAGES = ("/console/", "/console/audit/exchanges", "/console/audit/exchanges/1", "/console/audit/cases",
@@ -232,7 +211,7 @@ def test_every_page_in_every_language_has_its_catalogue_entries(browser: Any, li
             page.click(f"nav.languages a[hreflang={lang}]")  # the switch in the header, remembered by a cookie
             assert page.get_attribute("html", "lang") == lang
             assert "⟦" not in page.inner_text("body"), (lang, "sign-in")
-        _sign_in(page, stack, stack.auditor_token)
+        sign_in(page, stack, stack.auditor_token)
         for lang in ("kk", "ru", "en"):
             page.click(f"nav.languages a[hreflang={lang}]")
             for path in PAGES:
@@ -245,8 +224,8 @@ def test_every_page_in_every_language_has_its_catalogue_entries(browser: Any, li
             page.click("#reason-form button[type=submit]")
             assert "⟦" not in page.inner_text("body"), (lang, "detail")
             if lang == "kk":
-                _shot(page, "exchange-detail-kk")
-        assert not elsewhere and not _script_errors(errors)
+                shot(page, "exchange-detail-kk")
+        assert not elsewhere and not script_errors(errors)
     finally:
         context.close()
 
@@ -256,11 +235,11 @@ def test_roles_csrf_cookies_and_sign_out(browser: Any, live: dict[str, Any]) -> 
     context, elsewhere = isolated_context(browser, stack.gateway_url)
     page = context.new_page()
     try:
-        _sign_in(page, stack, stack.admin_token)
+        sign_in(page, stack, stack.admin_token)
         response = page.goto(f"{stack.gateway_url}/console/audit/exchanges")
         assert response.status == 403 and page.locator("h1").count() == 1 and page.locator(".error").count() == 1
         context.clear_cookies()
-        _sign_in(page, stack, stack.auditor_token)
+        sign_in(page, stack, stack.auditor_token)
         cookie = next(c for c in context.cookies() if c["name"] == "gw_session")
         assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/console"
         assert not cookie["secure"]  # plain HTTP on loopback here; under TLS the flag is set (test below)
@@ -280,7 +259,7 @@ def test_roles_csrf_cookies_and_sign_out(browser: Any, live: dict[str, Any]) -> 
 
 
 def test_integrity_page_says_intact_then_names_the_edited_record(browser: Any, tmp_path: Path) -> None:
-    stack = _new_stack(tmp_path)
+    stack = new_stack(tmp_path)
     try:
         KeyStore(tmp_path / "keys", passphrase=PASSPHRASE).generate(channel="json")
         stack.start_gateway(keys_dir=tmp_path / "keys", key_passphrase=PASSPHRASE, audit_checkpoint_interval_s=0.2)
@@ -291,12 +270,12 @@ def test_integrity_page_says_intact_then_names_the_edited_record(browser: Any, t
         context, elsewhere = isolated_context(browser, stack.gateway_url)
         page = context.new_page()
         page.set_default_timeout(20_000)
-        _sign_in(page, stack, stack.auditor_token)
+        sign_in(page, stack, stack.auditor_token)
         page.goto(f"{stack.gateway_url}/console/audit/integrity")
         page.click("#verify-start")
         page.wait_for_selector("#verdict[data-verdict=intact]")
         assert page.locator("#checkpoints tbody tr").count() >= 1
-        _shot(page, "integrity")
+        shot(page, "integrity")
 
         # An attacker with the database file: the append-only triggers dropped, one record's detail edited.
         db = sqlite3.connect(tmp_path / "gateway.db")
