@@ -341,15 +341,23 @@ class CounterpartAdmin:
                 out.append(NotDeadLettered(f"delivery {alive[0]} is not dead-lettered"))
                 continue
             per_instance: dict[str | None, int] = {}
+            nested = conn.begin_nested()  # all or nothing: another replay may have taken some of them meanwhile
+            moved = 0
             for r in rows:
                 slot = per_instance.get(r.instance, 0)
                 per_instance[r.instance] = slot + 1
                 # The attempt numbering goes on (the log keeps every attempt); the policy counts from here.
-                conn.execute(update(deliveries).where(deliveries.c.id == r.id, deliveries.c.state == "dead")
-                             .values(state="pending", first_attempt_at=None, attempt_base=deliveries.c.attempts,
-                                     next_attempt_at=now + timedelta(seconds=slot / rate), finished_at=None,
-                                     lease_until=None, claimed_by=None,
-                                     reason=f"replayed by {by} (was: {r.reason})"[:4000]))
+                moved += conn.execute(
+                    update(deliveries).where(deliveries.c.id == r.id, deliveries.c.state == "dead")
+                    .values(state="pending", first_attempt_at=None, attempt_base=deliveries.c.attempts,
+                            next_attempt_at=now + timedelta(seconds=slot / rate), finished_at=None,
+                            lease_until=None, claimed_by=None,
+                            reason=f"replayed by {by} (was: {r.reason})"[:4000])).rowcount
+            if moved != len(rows):
+                nested.rollback()
+                out.append(NotDeadLettered(f"{len(rows) - moved} of these deliveries are no longer dead-lettered"))
+                continue
+            nested.commit()
             self.c.store.insert_exchanges(conn, [action_row(
                 hop="admin", peer=",".join(sorted(i or "-" for i in per_instance)), at=now, result="replayed",
                 error=f"{len(rows)} dead letters replayed", client=by,

@@ -140,7 +140,8 @@ class Loop:
         reason = outage_reason(exc)
         self.failures += 1
         self.total_failures += 1
-        self.last_error = f"{type(exc).__name__}: {reason or exc}"[:300]
+        # /readyz is public: the type and an outage's reason only; the full text goes to the log.
+        self.last_error = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         if self.state != "down":
             self._down_since = time.monotonic()
             self.state = "down"

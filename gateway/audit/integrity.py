@@ -57,10 +57,10 @@ class VerifyJobs:
         running = self.running()
         if running is not None:  # one walk of the whole log at a time is enough for everyone
             return running
-        job = VerifyJob(id=secrets.token_urlsafe(12), started_by=started_by, started_at=self.clock(),
-                        total=await log_size(self.engines))
-        job.task = asyncio.create_task(self._run(job), name=f"verify-{job.id}")
+        # Registered before the first await, so two requests at once share one job.
+        job = VerifyJob(id=secrets.token_urlsafe(12), started_by=started_by, started_at=self.clock(), total=0)
         self._jobs[job.id] = job
+        job.task = asyncio.create_task(self._run(job), name=f"verify-{job.id}")
         for old in list(self._jobs)[:-KEEP_JOBS]:
             del self._jobs[old]
         return job
@@ -70,6 +70,7 @@ class VerifyJobs:
             job.done = done
 
         try:
+            job.total = await log_size(self.engines)
             job.report = await verify_store(self.engines, progress=progress,
                                             public_key=keystore_resolver(self.keys) if self.keys else None)
         except Exception as exc:  # noqa: BLE001  (shown on the page; the job ends, the process goes on)

@@ -54,6 +54,7 @@ EXPORTS = {  # format -> (media type, file name)
     "chain": ("application/x-ndjson", "exchange-log.jsonl"),
 }
 _IIN_LIKE = re.compile(r"(?<!\d)\d{12}(?!\d)")
+IIN_LIKE = re.compile(r"\d{12}")  # a whole value that is an IIN's shape
 _CURSOR_PREFIX = "seq:"
 _LOG = exchange_log.c
 

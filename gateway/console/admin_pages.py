@@ -3,11 +3,14 @@ dead letters, keys and clients, mappings."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import time
 from datetime import timedelta
 from typing import Annotated, Any
 from urllib.parse import quote
 
+import orjson
 from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
@@ -19,8 +22,10 @@ from gateway.console.i18n import Language
 from gateway.console.web import PREFIX, Page, page_for
 from gateway.mapping import load_mappings
 from gateway.operations import instance_health, keys_view
+from gateway.pipeline.retry import reason_class
 from gateway.storage import operations as reads
 from gateway.storage.operations import DeadLetterFilter
+from security.keys import KeyStoreError
 
 router = APIRouter(prefix=PREFIX + "/admin", include_in_schema=False)
 # (field, kind): what the edit form shows of an instance, in the order `PATCH /v1/admin/counterparts` takes it.
@@ -32,7 +37,7 @@ FIELDS: tuple[tuple[str, str], ...] = (
     ("breaker.failure_threshold", "int"), ("breaker.reset_after_s", "float"), ("keys", "lines"),
     ("revoked_keys", "lines"),
 )
-BULK_REPLAY_MAX = 10_000
+BULK_REPLAY_MAX = 1_000  # one action, one transaction: more are replayed by repeating it
 
 
 Admin = Annotated[Page, page_for("admin")]
@@ -145,7 +150,7 @@ async def _instance_page(page: Page, name: str, *, form: Form | None = None, sta
                        form=form or instance_form(current), fields=FIELDS, health=health, now=c.clock(),
                        history=[{**h, "changes": diff(h["change"].get("before"), h["change"].get("after") or {})}
                                 for h in await c.admin.history(name=name, limit=50)], csrf=page.session.csrf,
-                       **{"dry": None, "changes": None, "notice": None, **extra})
+                       **{"dry": None, "changes": None, "notice": None, "checked": None, **extra})
 
 
 @router.get("/counterparts/{name}")
@@ -166,17 +171,30 @@ async def counterpart_change(name: str, page: Admin) -> Response:
     form, doc = read_instance_form(data, current, page.lang)
     if not form.ok:
         return await _instance_page(page, name, form=form, status=422)
-    dry_run = data.get("action") != "apply"
     try:
-        result = await c.admin.put(name=name, document=doc, principal=page.session.principal, dry_run=dry_run)
+        dry = await c.admin.put(name=name, document=doc, principal=page.session.principal, dry_run=True)
     except InvalidConfiguration as exc:
         form.errors.update(_field_errors(exc, page.lang))
         return await _instance_page(page, name, form=form, status=422)
-    if dry_run:
-        return await _instance_page(page, name, form=form, dry=result, changes=diff(result["before"],
-                                                                                    result["after"]))
-    return RedirectResponse(f"{PREFIX}/admin/counterparts/{quote(name)}?applied={result['version']}",
-                            status_code=303)
+    checked = _fingerprint(dry["after"], c.admin.version)
+    if data.get("action") == "apply":
+        if data.get("checked") == checked:
+            result = await c.admin.put(name=name, document=doc, principal=page.session.principal, dry_run=False)
+            return RedirectResponse(f"{PREFIX}/admin/counterparts/{quote(name)}?applied={result['version']}",
+                                    status_code=303)
+        # Apply only what a dry run showed: the form or the configuration changed since (another admin?).
+        stale = page.lang.gettext("The form or the configuration changed since the dry run: check this dry run, "
+                                  "then apply.")
+        return await _instance_page(page, name, form=form, status=409, dry=dry, checked=checked,
+                                    changes=diff(dry["before"], dry["after"]), notice=stale)
+    return await _instance_page(page, name, form=form, dry=dry, checked=checked,
+                                changes=diff(dry["before"], dry["after"]))
+
+
+def _fingerprint(after: dict[str, Any], version: int | None) -> str:
+    """What a dry run showed, against which configuration version: Apply must carry the same."""
+    return hashlib.sha256(orjson.dumps({"after": after, "version": version}, option=orjson.OPT_SORT_KEYS)
+                          ).hexdigest()
 
 
 @router.post("/counterparts/{name}/rollback")
@@ -228,7 +246,7 @@ async def _dead_letters_page(page: Page, data: dict[str, str], *, status: int = 
     mono = time.monotonic()
     breakers = {i.name: _breaker(c, i.name, mono) for i in c.mappings.counterparts.instances}
     return page.render("admin_dead_letters.html", status=status if form.ok else 422, form=form, items=items,
-                       breakers=breakers, reasons=await reads.dead_letter_reasons(c.store.engines),
+                       breakers=breakers, reasons=await reads.dead_letter_reasons(c.store.engines, classify=reason_class),
                        instances=[i.name for i in c.mappings.counterparts.instances],
                        counterparts=sorted({i.counterpart for i in c.mappings.counterparts.instances}),
                        csrf=page.session.csrf, notice=notice, next_after=items[-1]["id"] if len(items) == 100
@@ -317,15 +335,18 @@ async def key_action(action: str, page: Admin) -> Response:
             if channel not in ("json", "xml"):
                 raise ValueError(channel)
             old = c.keys.active_info(channel=channel)  # type: ignore[arg-type]
-            info = c.keys.rotate(channel=channel)  # type: ignore[arg-type]
+            # An RSA key for the XML channel takes a moment to make: not on the event loop.
+            info = await asyncio.to_thread(c.keys.rotate, channel=channel)  # type: ignore[arg-type]
             what = {"rotated": channel, "new_kid": info.kid,
                     "before": {"active": old.kid if old else None}, "after": {"active": info.kid}}
         else:
             kid = data.get("kid", "")
             before = next((k.to_json() for k in c.keys.list() if k.kid == kid), None)
+            if before is None or before.get("revoked_at"):
+                raise ValueError(f"no key {kid} that is not revoked already")
             info = c.keys.revoke(kid, reason=f"revoked from the console by {page.session.principal.client_id}")
             what = {"revoked": info.kid, "before": before, "after": info.to_json()}
-    except (KeyError, ValueError, LookupError) as exc:
+    except (KeyError, ValueError, LookupError, KeyStoreError) as exc:
         return page.render("admin_keys.html", status=422, view=await keys_view(c=c), now=c.clock(),
                            csrf=page.session.csrf, has_keystore=True,
                            notice=page.lang.gettext("Not done: %(detail)s", detail=str(exc)))

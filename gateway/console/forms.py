@@ -27,8 +27,11 @@ class Form:
 
 
 def local_time(text: str) -> datetime:
-    """A time as a person types it: `datetime-local` (Almaty wall time) or RFC 3339 with an offset."""
+    """A time as a person types it: `datetime-local` (Almaty wall time) or RFC 3339 with an offset; years
+    1970-2199 (ValueError otherwise: year 1 would overflow on conversion)."""
     value = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    if not 1970 <= value.year <= 2199:
+        raise ValueError(f"year {value.year} is out of range")
     if value.tzinfo is None:
         value = value.replace(tzinfo=ALMATY)
     return value.astimezone(timezone.utc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import re
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -10,7 +11,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response, StreamingResponse
 
 from gateway.audit.cases import case_view
-from gateway.audit.query import EXPORTS, ExchangeQueries, ExportScope, export_stream
+from gateway.audit.query import EXPORTS, IIN_LIKE, ExchangeQueries, ExportScope, export_stream
 from gateway.bootstrap import Container
 from gateway.canonical.errors import NotFound
 from gateway.console.forms import Form, as_local_input, exchange_filters, export_form, reason_of, sla_filters
@@ -82,11 +83,13 @@ def _sign_in(page: Page, *, next: str, status: int, error: str | None = None, no
 async def sign_in(page: Anyone) -> Response:
     data = {k: v for k, v in (await page.request.form()).items() if isinstance(v, str)}
     next_path = local_path(data.get("next"))
-    cookie_csrf = page.request.cookies.get(PRE_CSRF_COOKIE)
-    if not cookie_csrf or data.get("csrf") != cookie_csrf:
-        raise CsrfRefused("the sign-in form was not sent from this console")
+    cookie_csrf = page.request.cookies.get(PRE_CSRF_COOKIE) or ""
     source = page.request.client.host if page.request.client else "unknown"
     try:
+        if not cookie_csrf or not hmac.compare_digest(cookie_csrf.encode(), data.get("csrf", "").encode()):
+            # Counted with the failed sign-ins: an anonymous flood of bad forms is bounded the same way.
+            await page.console.sessions.refused(source=source, path=page.request.url.path, reason="csrf-refused")
+            raise CsrfRefused("the sign-in form was not sent from this console")
         cookie, _ = await page.console.sessions.sign_in(token=data.get("token", ""), source=source,
                                                          path=page.request.url.path)
     except SignInThrottled as exc:
@@ -179,11 +182,24 @@ def _pretty(raw: Any) -> str | None:
 
 
 @router.get("/audit/cases")
-async def case_lookup(page: Auditor, case_id: str | None = None) -> Response:
-    if case_id and case_id.strip():
-        return RedirectResponse(f"{PREFIX}/audit/cases/{quote(case_id.strip(), safe='')}", status_code=303)
-    return page.render("case_lookup.html", case_id=case_id or "", error=page.lang.gettext(
-        "Enter a case number.") if case_id is not None else None, status=200 if case_id is None else 422)
+async def case_lookup(page: Auditor) -> Response:
+    return page.render("case_lookup.html", case_id="", error=None, csrf=page.session.csrf)
+
+
+@router.post("/audit/cases")
+async def case_lookup_posted(page: Auditor) -> Response:
+    """The case number is posted: what a person types never lands in a URL unless it is a case number."""
+    case_id = (await page.form()).get("case_id", "").strip()
+    error = None
+    if not case_id:
+        error = page.lang.gettext("Enter a case number.")
+    elif IIN_LIKE.fullmatch(case_id):
+        error = page.lang.gettext("This looks like an IIN: find a person's cases by searching the exchange log "
+                                  "by IIN.")
+        case_id = ""
+    if error:
+        return page.render("case_lookup.html", status=422, case_id=case_id, error=error, csrf=page.session.csrf)
+    return RedirectResponse(f"{PREFIX}/audit/cases/{quote(case_id, safe='')}", status_code=303)
 
 
 @router.get("/audit/cases/{case_id}")
@@ -192,7 +208,7 @@ async def case(case_id: str, page: Auditor) -> Response:
     try:
         view = await case_view(store=c.store, config=c.sla, case_id=case_id, as_of=c.clock())
     except NotFound:
-        return page.render("case_lookup.html", status=404, case_id=case_id,
+        return page.render("case_lookup.html", status=404, case_id=case_id, csrf=page.session.csrf,
                            error=page.lang.gettext("No case %(case)s is known to the gateway.", case=case_id))
     return page.render("case.html", v=view)
 

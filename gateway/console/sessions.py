@@ -49,15 +49,18 @@ class ConsoleSession:
 
 
 class FailureThrottle:
-    """At most `limit` failed sign-ins per source address in a sliding `window_s`; per process, in memory.
+    """Failed sign-ins per source address in a sliding `window_s`, per process, in memory.
 
-    Per process is enough here: a failure costs a hash and a log record, nothing a guess can use, and the
-    tokens are 256 random bits; the limit is there so a flood cannot grow the log without bound."""
+    A valid token always signs in: a neighbour behind the same address (a NAT, a proxy) who mistypes cannot
+    lock anyone out. The limit bounds what failures cost: past `limit` in a window they are refused with 429
+    and only the first of them is logged, so a flood cannot grow the append-only log. Per process is enough:
+    a failure gives nothing a guess can use (tokens are 256 random bits)."""
 
     def __init__(self, *, limit: int, window_s: float) -> None:
         self.limit = limit
         self.window_s = window_s
         self._failures: dict[str, deque[float]] = {}
+        self._since_sweep = 0
 
     def _recent(self, source: str, now: float) -> deque[float]:
         seen = self._failures.setdefault(source, deque())
@@ -65,19 +68,25 @@ class FailureThrottle:
             seen.popleft()
         return seen
 
-    def retry_after(self, source: str) -> int | None:
+    def failed(self, source: str) -> tuple[str, int]:
+        """Count a failure now (before any await, so parallel attempts count too): ("log", 0) within the limit,
+        ("first-throttled", wait) for the first one past it, ("throttled", wait) after that."""
         now = time.monotonic()
         seen = self._recent(source, now)
-        if len(seen) < self.limit:
-            return None
-        return max(1, int(self.window_s - (now - seen[0])) + 1)
+        seen.append(now)
+        self._sweep(now)
+        if len(seen) <= self.limit:
+            return "log", 0
+        wait = max(1, int(self.window_s - (now - seen[0])) + 1)
+        return ("first-throttled" if len(seen) == self.limit + 1 else "throttled"), wait
 
-    def failed(self, source: str) -> None:
-        now = time.monotonic()
-        self._recent(source, now).append(now)
-        if len(self._failures) > 10_000:  # a spray from many addresses: forget the oldest quiet ones
-            for key in [k for k, v in self._failures.items() if not v][:5_000]:
-                del self._failures[key]
+    def _sweep(self, now: float) -> None:
+        self._since_sweep += 1
+        if self._since_sweep < 1_000 and len(self._failures) < 10_000:
+            return
+        self._since_sweep = 0
+        for key in [k for k, v in self._failures.items() if not v or now - v[-1] > self.window_s]:
+            del self._failures[key]
 
 
 class ConsoleSessions:
@@ -93,22 +102,27 @@ class ConsoleSessions:
         self.lifetime = lifetime
         self.throttle = throttle
 
-    async def sign_in(self, *, token: str, source: str, path: str) -> tuple[str, ConsoleSession]:
-        """The cookie value (shown to the browser only) and the session; refusals are security events."""
-        wait = self.throttle.retry_after(source)
-        if wait is not None:
+    async def refused(self, *, source: str, path: str, reason: str, client: str | None = None) -> None:
+        """A failed sign-in (or a sign-in form without its CSRF token): logged while within the limit, then
+        one `console-sign-in-throttled` record and 429s. Never the token, nor its hash: a mistyped token is
+        still most of a real one."""
+        verdict, wait = self.throttle.failed(source)
+        if verdict == "log":
+            await self.events.refused(client=client, reason=reason, method="POST", path=path, status=401)
+            return
+        if verdict == "first-throttled":
             await self.events.refused(client=None, reason="console-sign-in-throttled", method="POST", path=path,
                                       status=429)
-            raise SignInThrottled(f"too many failed sign-ins from {source}", retry_after_s=wait)
+        raise SignInThrottled(f"too many failed sign-ins from {source}", retry_after_s=wait)
+
+    async def sign_in(self, *, token: str, source: str, path: str) -> tuple[str, ConsoleSession]:
+        """The cookie value (shown to the browser only) and the session; refusals are security events."""
         client = await self.directory.by_token_hash(token_hash(token.strip())) if token.strip() else None
         row = client.row if client is not None else None
         if row is None or row.revoked_at is not None or not (row.roles & CONSOLE_ROLES):
-            self.throttle.failed(source)
             reason = "console-sign-in-failed" if row is None else (
                 "revoked-client" if row.revoked_at is not None else "console-role-missing")
-            # Never the token, nor its hash: a mistyped token is still most of a real one.
-            await self.events.refused(client=row.client_id if row else None, reason=reason, method="POST",
-                                      path=path, status=401)
+            await self.refused(source=source, path=path, reason=reason, client=row.client_id if row else None)
             raise SignInRefused("the token is unknown, revoked, or not an administrator's or auditor's")
         cookie = secrets.token_urlsafe(32)
         now = self.clock()

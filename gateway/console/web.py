@@ -174,15 +174,24 @@ class Console:
     async def error_page(self, request: Request, exc: GatewayError) -> Response:
         """A typed error as a page in the person's language (the API's problem+json, for people)."""
         lang = self.language_of(request)
-        session = await self.sessions.resolve(request.cookies.get(SESSION_COOKIE))
-        if exc.status == 403:  # as on the API: every refusal of a known person is a security event
-            await self.events.refused(client=session.principal.client_id if session else None, reason=exc.slug,
+        try:
+            session = await self.sessions.resolve(request.cookies.get(SESSION_COOKIE))
+        except Exception:  # noqa: BLE001  (the store may be what failed: the error page needs no session)
+            session = None
+        if exc.status == 403 and session is not None:
+            # As on the API, every refusal of a known person is a security event; anonymous ones are counted
+            # with the failed sign-ins (ConsoleSessions.refused), so they cannot grow the log without bound.
+            await self.events.refused(client=session.principal.client_id, reason=exc.slug,
                                       method=request.method, path=request.url.path, status=403)
         page = Page(request, self, lang, session)
         response = page.render("error.html", status=exc.status, error_status=exc.status,
                                message=error_message(lang, exc))
-        if getattr(exc, "retry_after_s", None):
-            response.headers["Retry-After"] = str(exc.retry_after_s)
+        retry_after = getattr(exc, "retry_after_s", None) or getattr(exc, "retry_after", None)
+        if retry_after:
+            response.headers["Retry-After"] = str(int(retry_after))
+        # Also for a 500, which Starlette answers outside the middleware that sets these on every page.
+        response.headers.update(SECURITY_HEADERS)
+        response.headers["Cache-Control"] = "no-store"
         return response
 
 

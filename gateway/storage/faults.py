@@ -49,9 +49,16 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
         todo += [getattr(current, "orig", None), current.__cause__, current.__context__]
 
 
+# A failure towards a counterpart carries the socket error too: it is not the store's.
+_TRANSPORT_MODULES = ("httpx", "httpcore", "aiohttp", "httpx_aiohttp", "smtplib")
+
+
 def outage_reason(exc: BaseException) -> str | None:
     """Why `exc` means the store is unavailable (a short phrase), or None when it is some other failure."""
-    for e in _chain(exc):
+    chain = list(_chain(exc))
+    if any((type(e).__module__ or "").startswith(_TRANSPORT_MODULES) for e in chain):
+        return None
+    for e in chain:
         if isinstance(e, StoreUnavailable):
             return e.reason
         text = str(e).lower()

@@ -78,7 +78,12 @@ def _dead_query(f: DeadLetterFilter) -> Any:
     if f.instance:
         query = query.where(_D.instance == f.instance)
     if f.reason_class:
-        query = query.where(_D.reason.like(f"{f.reason_class}%"))
+        # A class is a reason's prefix before its colon (REASON_CLASSES); `http` is every status answer.
+        if f.reason_class == "http":
+            query = query.where(_D.reason.like("counterpart answered%"))
+        else:
+            escaped = f.reason_class.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            query = query.where(_D.reason.like(f"{escaped}:%", escape="\\"))
     if f.since:
         query = query.where(_D.finished_at >= f.since)
     if f.until:
@@ -101,11 +106,11 @@ async def dead_letter_ids(engines: Engines, *, filter: DeadLetterFilter, limit: 
         return [r[0] for r in (await conn.execute(query)).all()]
 
 
-async def dead_letter_reasons(engines: Engines) -> list[str]:
-    """The reason classes present among dead letters (the first word of each reason)."""
+async def dead_letter_reasons(engines: Engines, *, classify: Any) -> list[str]:
+    """The reason classes present among dead letters, as `classify` (pipeline.retry.reason_class) names them."""
     async with engines.read.connect() as conn:
         reasons = (await conn.execute(select(_D.reason).where(_D.state == "dead").distinct().limit(1000))).scalars()
-        return sorted({(r or "").split(":")[0].split(" ")[0] for r in reasons if r})
+        return sorted({classify(r) for r in reasons if r})
 
 
 async def config_history(engines: Engines, *, instance: str | None, limit: int = 100) -> list[dict[str, Any]]:

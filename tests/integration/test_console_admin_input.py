@@ -37,6 +37,14 @@ def test_bad_input_on_admin_pages_changes_nothing(stack: Stack) -> None:
             assert error, (change, "no error next to the field")
             assert f'value="{change[field]}"' in r.text  # the form keeps what was typed
         assert stack.admin.get("/v1/admin/counterparts/mio-kz-35").json() == before  # all or nothing
+        # Apply carries what its dry run showed; other values (or a configuration changed meanwhile) are refused.
+        dry = client.post("/console/admin/counterparts/mio-kz-35",
+                          data={**fields, "timeout_s": "6", "csrf": _csrf(page), "action": "dry-run"})
+        checked = re.search(r'name="checked" value="([^"]+)"', dry.text).group(1)
+        r = client.post("/console/admin/counterparts/mio-kz-35",
+                        data={**fields, "timeout_s": "8", "csrf": _csrf(page), "action": "apply", "checked": checked})
+        assert r.status_code == 409 and 'id="dry-run"' in r.text
+        assert stack.admin.get("/v1/admin/counterparts/mio-kz-35").json() == before
 
         r = client.post("/console/admin/dead-letters/replay", data={"csrf": _csrf(page), "scope": "selected"})
         assert r.status_code == 422 and 'id="notice"' in r.text  # nothing selected: said, nothing replayed
@@ -46,6 +54,10 @@ def test_bad_input_on_admin_pages_changes_nothing(stack: Stack) -> None:
         wait_for(lambda: _status(stack, referral["message_id"])["status"] == "dead_letter", what="dead letter")
         dead = next(d for d in stack.admin.get("/v1/admin/dead-letters").json()["items"]
                     if d["message_id"] == referral["message_id"])
+        listed = client.get("/console/admin/dead-letters", params={"reason_class": "http"})
+        assert f'data-id="{dead["id"]}"' in listed.text and '<option value="http"' in listed.text
+        none = client.get("/console/admin/dead-letters", params={"reason_class": "refused"})
+        assert 'data-id="' not in none.text  # a class is a prefix before the colon, not any first word
         assert client.post("/console/admin/dead-letters/replay",
                            data={"csrf": _csrf(page), "scope": "selected", "id": str(dead["id"])}).status_code == 200
         wait_for(lambda: _status(stack, referral["message_id"])["status"] == "delivered", what="delivered")
