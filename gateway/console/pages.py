@@ -101,6 +101,8 @@ async def sign_in(page: Anyone) -> Response:
         return _sign_in(page, next=next_path, status=401, error=page.lang.gettext(
             "The token is not valid for the console. Check that it was copied whole and that it belongs to an "
             "administrator or an auditor."))
+    if page.session is not None:  # signing in over a session ends it on the server too
+        await page.console.sessions.sign_out(page.session)
     response = RedirectResponse(next_path, status_code=303)
     page.console.set_session_cookie(response, cookie)
     return response
