@@ -22,19 +22,21 @@ class DemoSetup:
     env: dict[str, str]
     port: int
     receiver: str  # the Probation IS simulator's URL
+    logs: Path
 
 
-def demo_setup(tmp: Path, *, home: Path) -> DemoSetup:
+def demo_setup(tmp: Path, *, home: Path | None) -> DemoSetup:
     """The shipped counterparts file on free ports (keys still pinned under $GATEWAY_HOME), and its environment."""
     doc = yaml.safe_load((MAPPINGS / "counterparts.yaml").read_text(encoding="utf-8"))
     for inst in doc["instances"]:
         inst["base_url"] = f"http://127.0.0.1:{free_port()}"
+    (tmp / "logs").mkdir()
     counterparts = tmp / "counterparts.yaml"
     counterparts.write_text(yaml.safe_dump(doc, allow_unicode=True), encoding="utf-8")
     receiver = next(i["base_url"] for i in doc["instances"] if i["counterpart"] == "probation")
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    env |= {"GATEWAY_HOME": str(home), "GATEWAY_COUNTERPARTS_FILE": str(counterparts)}
-    return DemoSetup(env=env, port=free_port(), receiver=receiver)
+    env |= {"GATEWAY_COUNTERPARTS_FILE": str(counterparts)} | ({"GATEWAY_HOME": str(home)} if home else {})
+    return DemoSetup(env=env, port=free_port(), receiver=receiver, logs=tmp / "logs")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ def run_demo_until_delivered(command: list[str], setup: DemoSetup, *, cwd: Path,
 
     `while_running` is called with the output so far once the deliveries are in, before the signal.
     """
-    log = cwd / f"demo-{time.monotonic_ns()}.log"
+    log = setup.logs / f"demo-{time.monotonic_ns()}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen([*command, "--port", str(setup.port)], env=setup.env, cwd=cwd, stdout=out,
                                 stderr=subprocess.STDOUT)
