@@ -71,11 +71,17 @@ async def _until_ready(base_url: str, *, stop: asyncio.Event, within_s: float = 
 DEMO_PASSPHRASE = "demo only - not for production"
 
 
+def demo_settings(settings: Settings) -> Settings:
+    """The demo's settings: unless a passphrase is set, its own one and keys under GATEWAY_HOME/demo-keys."""
+    if settings.key_passphrase is not None:
+        return settings
+    keys_dir = settings.keys_dir if "keys_dir" in settings.model_fields_set else settings.home / "demo-keys"
+    return settings.model_copy(update={"key_passphrase": SecretStr(DEMO_PASSPHRASE), "keys_dir": keys_dir})
+
+
 def _demo_keys(settings: Settings) -> Settings:
-    """The demo signs like production: with its own keys, made on first run, under GATEWAY_HOME/demo-keys."""
-    if settings.key_passphrase is None:
-        keys_dir = settings.keys_dir if "keys_dir" in settings.model_fields_set else settings.home / "demo-keys"
-        settings = settings.model_copy(update={"key_passphrase": SecretStr(DEMO_PASSPHRASE), "keys_dir": keys_dir})
+    """The demo signs like production: with its own keys, made on first run."""
+    settings = demo_settings(settings)
     keys = open_keys(settings)
     assert keys is not None
     for channel in ("json", "xml"):
@@ -133,7 +139,7 @@ Probation IS (an integrator): sign requests with this key (RFC 9421, Ed25519)
 
 Operator
   state            {settings.home}   (GATEWAY_HOME; signing keys in {settings.keys_dir})
-  check            gateway doctor
+  check            gateway doctor --demo   (production: gateway doctor --env-file /etc/gateway/gateway.env)
 
 Ctrl-C stops."""
 

@@ -1,4 +1,4 @@
-"""`gateway` commands: serve, worker, simulators, demo, openapi, db."""
+"""`gateway` commands: serve, worker, simulators, demo, doctor, openapi, db."""
 
 from __future__ import annotations
 
@@ -146,6 +146,33 @@ def demo(
         run(run_demo(settings, rate=rate, duration=duration))
     except (ConfigError, DemoFailed) as exc:
         _fail(str(exc))
+
+
+@app.command()
+def doctor(
+    env_file: Path = typer.Option(None, help="also read GATEWAY_* settings from this file (systemd EnvironmentFile)"),
+    demo: bool = typer.Option(False, "--demo", help="check the demo's configuration (its own keys and passphrase)"),
+) -> None:
+    """Check a configuration without starting the service: one line per check, exit 1 on any failure."""
+    from gateway.cli.demo import demo_settings
+    from gateway.doctor import diagnose
+
+    if env_file is not None and not env_file.is_file():
+        _fail(f"no such file: {env_file}")
+    try:
+        settings = Settings(_env_file=env_file) if env_file is not None else Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        typer.echo(f"FAIL  settings                     {' '.join(str(exc).split())}")
+        raise typer.Exit(1)
+    if demo:
+        settings = demo_settings(settings)
+    checks = asyncio.run(diagnose(settings))
+    for check in checks:
+        typer.echo(check.line())
+    failed = sum(check.status == "FAIL" for check in checks)
+    warned = sum(check.status == "warn" for check in checks)
+    typer.echo(f"{len(checks)} checks: {failed} failed, {warned} warnings")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
