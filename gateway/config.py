@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     port: int = 8080
     public_url: str | None = Field(None, description="where clients reach this gateway; for status URLs")
     mappings_dir: Path = MAPPINGS
-    counterparts_file: Path | None = Field(None, description="counterpart instances; default mappings/counterparts.yaml")
+    counterparts_file: Path | None = Field(None, description="counterpart instances; default mappings_dir/counterparts.yaml")
     auto_migrate: bool = True
     worker: bool = Field(True, description="run the delivery worker inside `gateway serve`")
     worker_concurrency: int = Field(64, ge=1, le=4096)
@@ -61,7 +61,7 @@ class Settings(BaseSettings):
                                                               "still comes only from the signature or token")
     replay_rate_per_s: float = Field(10.0, gt=0, description="a bulk replay of dead letters sends at most this "
                                                             "many per second to each instance")
-    alerts_file: Path | None = Field(None, description="alert thresholds and channels; default mappings/alerts.yaml")
+    alerts_file: Path | None = Field(None, description="alert thresholds and channels; default mappings_dir/alerts.yaml")
     alert_check_interval_s: float = Field(30.0, gt=0, description="how often the alert rules are evaluated")
     smtp_username: str | None = Field(None, description="alert e-mail: the SMTP login (never in alerts.yaml)")
     smtp_password: SecretStr | None = Field(None, description="alert e-mail: the SMTP password")

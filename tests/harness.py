@@ -83,7 +83,7 @@ def write_counterparts(path: Path, instances: list[dict[str, Any]]) -> Path:
 
 
 def default_counterparts(tmp: Path) -> Path:
-    """mappings/counterparts.yaml with each instance's key pair made under tmp/peer-keys (for stores never sent to)."""
+    """The shipped counterparts.yaml with each instance's key pair made under tmp/peer-keys (for stores never sent to)."""
     doc = yaml.safe_load((ROOT / "gateway" / "mappings" / "counterparts.yaml").read_text(encoding="utf-8"))
     for inst in doc["instances"]:
         ensure_party_key(tmp / "peer-keys", inst["name"], algorithm="ecdsa-p256")
