@@ -111,8 +111,8 @@ async def service(built: Built, opts: argparse.Namespace, figures: Figures) -> N
     log = ExchangeLog(cipher=cipher)
     store = Store(engines, exchange_log=log, personal=PersonSeal(cipher))
     store.committer.start()  # an IIN search is itself logged
-    mappings = load_mappings(ROOT / "mappings")
-    sla = load_sla_config(ROOT / "mappings")
+    mappings = load_mappings(ROOT / "gateway" / "mappings")
+    sla = load_sla_config(ROOT / "gateway" / "mappings")
     queries = ExchangeQueries(store=store, exchange_log=log, mappings=mappings, clock=system_clock)
     principal = Principal(client_id="bench-auditor", roles=frozenset({"auditor"}), via="token")
     try:
@@ -230,7 +230,7 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
     # The example counterparts pin the simulators' keys from var/sim-keys; nothing is delivered here, so none.
     import yaml
 
-    doc = yaml.safe_load((ROOT / "mappings" / "counterparts.yaml").read_text())
+    doc = yaml.safe_load((ROOT / "gateway" / "mappings" / "counterparts.yaml").read_text())
     for instance in doc["instances"]:
         instance.pop("keys", None)
         instance["require_signatures"] = False

@@ -122,7 +122,7 @@ def build(path: Path, *, events: int, records: int, seed: int) -> dict[str, Any]
     meta: dict[str, Any] = {"events": events, "records": records, "seed": seed,
                             "pii_keys": f"k1:{generate_key()}", "pii_hash_key": generate_key()}
     cipher = PiiCipher.from_config(meta["pii_keys"], hash_key=meta["pii_hash_key"])
-    kinds = load_mappings(ROOT / "mappings").kinds.kinds
+    kinds = load_mappings(ROOT / "gateway" / "mappings").kinds.kinds
     engines = create_engines(f"sqlite+aiosqlite:///{path}")
     asyncio.run(migrate(engines))
     store = Store(engines, exchange_log=ExchangeLog(cipher=cipher), personal=PersonSeal(cipher))

@@ -91,7 +91,7 @@ def _referrals(samples: SampleCases, case_ids: list[str], n: int) -> list[dict]:
 
 def _direct_bodies(messages: list[dict]) -> list[bytes]:
     adapter = MioAdapter()
-    mappings = load_mappings(ROOT / "mappings")
+    mappings = load_mappings(ROOT / "gateway" / "mappings")
     instance = mappings.instance("mio-kz-35")
     context = EncodeContext(now=datetime.now(timezone.utc))
     return [adapter.encode(parse_message(m), mappings=mappings, instance=instance, context=context).body

@@ -28,7 +28,7 @@ NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)
 
 
 def _envelope() -> bytes:
-    mappings = load_mappings(ROOT / "mappings")
+    mappings = load_mappings(ROOT / "gateway" / "mappings")
     case = parse_message({
         "message_id": "9f8fad5b-d9cb-469f-a165-70867728950e", "type": "case.registered",
         "case_id": "KRG-2026-000123", "occurred_at": "2026-03-01T09:00:00+05:00",

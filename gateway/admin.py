@@ -106,7 +106,8 @@ class CounterpartAdmin:
                                            errors=errors) from exc
             mappings = self.c.mappings.model_copy(update={"counterparts": file})
             try:
-                pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path)
+                pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path,
+                                 home=self.c.settings.home)
             except ConfigError as exc:
                 raise InvalidConfiguration(str(exc)) from exc
             change = {"instance": "*", "before": self.current()["instances"], "after": file.model_dump(mode="json")}
@@ -147,7 +148,8 @@ class CounterpartAdmin:
             raise InvalidConfiguration(f"/mapping_version: {bad[0]}",
                                        errors=[{"pointer": "/mapping_version", "detail": bad[0]}])
         try:
-            pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path)
+            pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path,
+                                 home=self.c.settings.home)
         except ConfigError as exc:
             raise InvalidConfiguration(str(exc).replace(str(self.c.settings.counterparts_path) + ": ", "")) from exc
         return file, mappings, pins
@@ -261,7 +263,8 @@ class CounterpartAdmin:
             file = CounterpartsFile.model_validate(orjson.loads(row.document))
             mappings = self.c.mappings.model_copy(update={"counterparts": file})
             try:
-                pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path)
+                pins = load_pins(mappings, counterparts_file=self.c.settings.counterparts_path,
+                                 home=self.c.settings.home)
             except ConfigError:
                 log.exception("stored counterpart configuration %s has unusable keys; keeping %s", latest,
                               self.version)

@@ -177,7 +177,7 @@ def _bench_only(settings: Settings, switch: str, what: str) -> None:
 def build(settings: Settings, *, clock: Clock = system_clock, transport: Transport | None = None) -> Container:
     mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file,
                              alerts_file=settings.alerts_file)
-    pins = load_pins(mappings, counterparts_file=settings.counterparts_path)
+    pins = load_pins(mappings, counterparts_file=settings.counterparts_path, home=settings.home)
     engines = create_engines(settings.database_url)
     cipher = open_pii(settings)
     exchange_log = ExchangeLog(cipher=cipher)

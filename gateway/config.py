@@ -4,22 +4,28 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = Path(__file__).resolve().parent
+MAPPINGS = PACKAGE / "mappings"  # the example mappings, shipped as package data
+ROOT = PACKAGE.parent  # the source checkout (development commands and tests only; absent from an install)
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="ignore")
 
-    database_url: str = Field(f"sqlite+aiosqlite:///{ROOT / 'var' / 'gateway.db'}",
-                              description="SQLite (default) or postgresql+asyncpg://...")
+    # Declared first: the defaults of the paths below are made from it.
+    home: Path = Field(Path("var"), description="the one home of the gateway's state (SQLite store, keys, "
+                                                "development personal-data keys, the simulators' keys); "
+                                                "relative: to the working directory")
+    database_url: str = Field(default_factory=lambda d: f"sqlite+aiosqlite:///{d['home'] / 'gateway.db'}",
+                              description="SQLite (default: home/gateway.db) or postgresql+asyncpg://...")
     host: str = "127.0.0.1"
     port: int = 8080
     public_url: str | None = Field(None, description="where clients reach this gateway; for status URLs")
-    mappings_dir: Path = ROOT / "mappings"
-    counterparts_file: Path | None = Field(None, description="counterpart instances; default mappings/counterparts.yaml")
+    mappings_dir: Path = MAPPINGS
+    counterparts_file: Path | None = Field(None, description="counterpart instances; default mappings_dir/counterparts.yaml")
     auto_migrate: bool = True
     worker: bool = Field(True, description="run the delivery worker inside `gateway serve`")
     worker_concurrency: int = Field(64, ge=1, le=4096)
@@ -28,12 +34,12 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1_048_576, ge=1024)
     sla_check_interval_s: float = Field(30.0, gt=0, description="how often overdue SLA legs are looked for")
     log_level: str = "INFO"
-    keys_dir: Path = ROOT / "var" / "keys"
+    keys_dir: Path = Field(default_factory=lambda d: d["home"] / "keys", description="the gateway's signing keys")
     key_passphrase: SecretStr | None = Field(None, description="decrypts the signing keys in keys_dir")
     pii_keys: SecretStr | None = Field(None, description="personal-data encryption keys `kid:base64,...` "
                                        "(first active); unset: made once in pii_keys_file")
     pii_hash_key: SecretStr | None = Field(None, description="base64 key of the IIN search hash (never rotated)")
-    pii_keys_file: Path = Field(ROOT / "var" / "pii-keys.json",
+    pii_keys_file: Path = Field(default_factory=lambda d: d["home"] / "pii-keys.json",
                                 description="development fallback for pii_keys/pii_hash_key, created mode 0600")
     document_lease_s: float = Field(60.0, gt=0, description="an upstream document call unfinished after this "
                                                             "is taken over by another process")
@@ -55,7 +61,7 @@ class Settings(BaseSettings):
                                                               "still comes only from the signature or token")
     replay_rate_per_s: float = Field(10.0, gt=0, description="a bulk replay of dead letters sends at most this "
                                                             "many per second to each instance")
-    alerts_file: Path | None = Field(None, description="alert thresholds and channels; default mappings/alerts.yaml")
+    alerts_file: Path | None = Field(None, description="alert thresholds and channels; default mappings_dir/alerts.yaml")
     alert_check_interval_s: float = Field(30.0, gt=0, description="how often the alert rules are evaluated")
     smtp_username: str | None = Field(None, description="alert e-mail: the SMTP login (never in alerts.yaml)")
     smtp_password: SecretStr | None = Field(None, description="alert e-mail: the SMTP password")
@@ -74,6 +80,12 @@ class Settings(BaseSettings):
     insecure_no_exchange_log: bool = Field(False, description="benchmarks only: hops are not written to the "
                                                               "exchange log (the logging-cost baseline); refused "
                                                               "unless the gateway listens on loopback")
+
+    @field_validator("home")
+    @classmethod
+    def _absolute_home(cls, home: Path) -> Path:
+        # Fixed once, so a process that changes directory later still writes where it started.
+        return home.absolute()
 
     @property
     def counterparts_path(self) -> Path:

@@ -465,7 +465,17 @@ def _load_codes(directory: Path, errors: list[str]
     return tables, versions
 
 
-def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple[PinnedKey, ...]]:
+HOME_MARK = "$GATEWAY_HOME/"
+
+
+def key_file(name: str, *, counterparts_file: Path, home: Path) -> Path:
+    """A pinned key's file: under the state home when named `$GATEWAY_HOME/...`, else beside the counterparts file."""
+    if name.startswith(HOME_MARK):
+        return (home / name.removeprefix(HOME_MARK)).resolve()
+    return (counterparts_file.parent / name).resolve()
+
+
+def load_pins(mappings: Mappings, *, counterparts_file: Path, home: Path) -> dict[str, tuple[PinnedKey, ...]]:
     """Each instance's pinned keys, read from the files its `keys` name; ConfigError names file and field."""
     errors: list[str] = []
     pins: dict[str, tuple[PinnedKey, ...]] = {}
@@ -476,7 +486,7 @@ def load_pins(mappings: Mappings, *, counterparts_file: Path) -> dict[str, tuple
                 if name.lstrip().startswith(("-----BEGIN", "{")):  # given inline, e.g. through the admin API
                     keys.append(parse_pin(name.encode()))
                 else:
-                    keys.append(load_pin((counterparts_file.parent / name).resolve()))
+                    keys.append(load_pin(key_file(name, counterparts_file=counterparts_file, home=home)))
             except PinError as exc:
                 errors.append(f"{counterparts_file}: instances.{i}.keys.{j}: {exc}")
         pins[inst.name] = tuple(keys)

@@ -83,8 +83,8 @@ def write_counterparts(path: Path, instances: list[dict[str, Any]]) -> Path:
 
 
 def default_counterparts(tmp: Path) -> Path:
-    """mappings/counterparts.yaml with each instance's key pair made under tmp/peer-keys (for stores never sent to)."""
-    doc = yaml.safe_load((ROOT / "mappings" / "counterparts.yaml").read_text(encoding="utf-8"))
+    """The shipped counterparts.yaml with each instance's key pair made under tmp/peer-keys (for stores never sent to)."""
+    doc = yaml.safe_load((ROOT / "gateway" / "mappings" / "counterparts.yaml").read_text(encoding="utf-8"))
     for inst in doc["instances"]:
         ensure_party_key(tmp / "peer-keys", inst["name"], algorithm="ecdsa-p256")
         inst.pop("keys", None)

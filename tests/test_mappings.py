@@ -18,7 +18,7 @@ from gateway.config import ROOT
 from gateway.mapping import load_mappings
 from tests.harness import free_port
 
-MAPPINGS = ROOT / "mappings"
+MAPPINGS = ROOT / "gateway" / "mappings"
 
 GOOD_INSTANCE = {"name": "probation", "counterpart": "probation", "base_url": "http://127.0.0.1:8100"}
 
@@ -159,7 +159,7 @@ def test_an_unreadable_pinned_key_stops_start_up_naming_file_and_field(tmp_path:
                          {"name": "mio-kz-35", "counterpart": "mio", "base_url": "http://127.0.0.1:8101",
                           "keys": ["missing.crt.pem"]})
     with pytest.raises(ConfigError) as info:
-        load_pins(load_mappings(mappings_dir, counterparts_file=path), counterparts_file=path)
+        load_pins(load_mappings(mappings_dir, counterparts_file=path), counterparts_file=path, home=tmp_path)
     message = str(info.value)
     assert f"{path}: instances.0.keys.0: not a readable key" in message
     assert f"{path}: instances.1.keys.0: cannot read" in message

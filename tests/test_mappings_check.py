@@ -14,7 +14,7 @@ from gateway.config import ROOT
 
 def _copy(tmp_path: Path) -> Path:
     target = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", target)
+    shutil.copytree(ROOT / "gateway" / "mappings", target)
     return target
 
 
@@ -24,7 +24,7 @@ def _check(directory: Path) -> subprocess.CompletedProcess:
 
 
 def test_the_shipped_mappings_pass(tmp_path: Path) -> None:
-    result = _check(ROOT / "mappings")
+    result = _check(ROOT / "gateway" / "mappings")
     assert result.returncode == 0, result.stderr
     assert "ok" in result.stdout
 

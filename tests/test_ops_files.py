@@ -82,7 +82,7 @@ def test_every_rule_is_labelled_and_explained() -> None:
 
 
 def test_the_rules_use_the_thresholds_of_the_gateways_own_alerts() -> None:
-    t = AlertThresholds(**yaml.safe_load((ROOT / "mappings" / "alerts.yaml").read_text())["thresholds"])
+    t = AlertThresholds(**yaml.safe_load((ROOT / "gateway" / "mappings" / "alerts.yaml").read_text())["thresholds"])
     exprs = {r["alert"]: r["expr"] for r in _rules()}
     for alert, value in (("GatewayCircuitOpen", t.circuit_open_s), ("GatewayBacklogTooOld", t.backlog_age_s),
                          ("GatewayCertificateExpiring", t.certificate_days)):

@@ -1,4 +1,4 @@
-"""`gateway` commands: serve, worker, simulators, demo, openapi, db."""
+"""`gateway` commands: serve, worker, simulators, demo, doctor, openapi, db."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from gateway.cli.audit import audit_app
 from gateway.cli.keys import keys_app
 from gateway.cli.clients import clients_app
 from gateway.cli.counterparts import counterparts_app
-from gateway.config import ROOT, Settings
+from gateway.config import MAPPINGS, ROOT, Settings
 from gateway.sla.cli import sla_app
 
 app = typer.Typer(help="Probation exchange gateway", no_args_is_help=True, add_completion=False)
@@ -122,7 +122,8 @@ def simulators(
         mappings = load_mappings(settings.mappings_dir, counterparts_file=settings.counterparts_file)
     except ConfigError as exc:
         _fail(str(exc))
-    servers = simulator_servers(mappings, gateway_url=gateway_url, counterparts_file=settings.counterparts_path)
+    servers = simulator_servers(mappings, gateway_url=gateway_url, counterparts_file=settings.counterparts_path,
+                                home=settings.home)
     for label, _ in servers:
         typer.echo(f"simulator {label}", err=True)
     run(serve_all([s for _, s in servers]))
@@ -135,7 +136,7 @@ def demo(
     port: int = typer.Option(None, help="gateway port (default 8080)"),
 ) -> None:
     """Gateway + simulators + a steady stream of sample cases, on the embedded SQLite store."""
-    from gateway.cli.demo import run_demo
+    from gateway.cli.demo import DemoFailed, run_demo
     from gateway.cli.servers import run
 
     # Plain HTTP on loopback: the simulators call back without a client certificate (GATEWAY_TLS_* are for serve).
@@ -143,10 +144,35 @@ def demo(
                                                        "tls_client_ca_file": None})
     try:
         run(run_demo(settings, rate=rate, duration=duration))
-    except ConfigError as exc:
+    except (ConfigError, DemoFailed) as exc:
         _fail(str(exc))
-    except KeyboardInterrupt:
-        pass
+
+
+@app.command()
+def doctor(
+    env_file: Path = typer.Option(None, help="also read GATEWAY_* settings from this file (systemd EnvironmentFile)"),
+    demo: bool = typer.Option(False, "--demo", help="check the demo's configuration (its own keys and passphrase)"),
+) -> None:
+    """Check a configuration without starting the service: one line per check, exit 1 on any failure."""
+    from gateway.cli.demo import demo_settings
+    from gateway.doctor import diagnose
+
+    if env_file is not None and not env_file.is_file():
+        _fail(f"no such file: {env_file}")
+    try:
+        settings = Settings(_env_file=env_file) if env_file is not None else Settings()  # type: ignore[call-arg]
+    except ValidationError as exc:
+        typer.echo(f"FAIL  settings                     {' '.join(str(exc).split())}")
+        raise typer.Exit(1)
+    if demo:
+        settings = demo_settings(settings)
+    checks = asyncio.run(diagnose(settings))
+    for check in checks:
+        typer.echo(check.line())
+    failed = sum(check.status == "FAIL" for check in checks)
+    warned = sum(check.status == "warn" for check in checks)
+    typer.echo(f"{len(checks)} checks: {failed} failed, {warned} warnings")
+    raise typer.Exit(1 if failed else 0)
 
 
 @app.command()
@@ -166,7 +192,7 @@ def openapi(
 
 @mappings_app.command("check")
 def mappings_check(
-    directory: Path = typer.Argument(ROOT / "mappings", help="a mappings directory"),
+    directory: Path = typer.Argument(MAPPINGS, help="a mappings directory"),
     counterparts_file: Path = typer.Option(None, help="counterpart instances (default DIRECTORY/counterparts.yaml)"),
 ) -> None:
     """Validate every mapping file; print each error with its file and field."""

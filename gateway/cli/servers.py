@@ -22,7 +22,7 @@ import adapters.mio.simulator
 import adapters.mtszn.simulator
 from adapters.probation.simulator import create_app as probation_app
 from adapters.simulation import SimSigner
-from gateway.mapping import Instance, Mappings
+from gateway.mapping import Instance, Mappings, key_file
 from security.parties import ensure_party_key
 
 T = TypeVar("T")
@@ -47,10 +47,11 @@ class Server(uvicorn.Server):
     the process dies by it), and never taking longer than `exit_bound_s` once asked to exit."""
 
     exit_bound_s: float | None = None
+    capture = True  # False: the caller handles SIGINT/SIGTERM (the demo stops its servers in order)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.capture or threading.current_thread() is not threading.main_thread():
             yield
             return
         original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -75,7 +76,8 @@ def _overdue(bound_s: float) -> None:
 
 def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_cert: Path | None = None,
            tls_key: Path | None = None, tls_key_password: str | None = None,
-           client_ca: Path | None = None, shutdown_bound_s: float | None = None) -> uvicorn.Server:
+           client_ca: Path | None = None, shutdown_bound_s: float | None = None,
+           capture_signals: bool = True) -> uvicorn.Server:
     """uvicorn for one app; with `client_ca`, the TLS handshake refuses a client without a certificate it issued."""
     tls: dict[str, Any] = {}
     if tls_cert is not None:
@@ -91,16 +93,17 @@ def server(app: Any, *, host: str, port: int, log_level: str = "warning", tls_ce
                             lifespan="on", log_config=None, timeout_graceful_shutdown=graceful,
                             timeout_keep_alive=15, **tls)
     out = Server(config)
+    out.capture = capture_signals
     if shutdown_bound_s is not None:
         out.exit_bound_s = shutdown_bound_s + 5.0  # the watchdog only fires if a bounded step did not hold
     return out
 
 
-def sim_signer(inst: Instance, *, counterparts_file: Path) -> SimSigner | None:
+def sim_signer(inst: Instance, *, counterparts_file: Path, home: Path) -> SimSigner | None:
     """The simulator's key pair, created where the instance's first pinned certificate is expected."""
     if not inst.keys:
         return None
-    pinned = (counterparts_file.parent / inst.keys[0]).resolve()
+    pinned = key_file(inst.keys[0], counterparts_file=counterparts_file, home=home)
     if not pinned.name.endswith(".crt.pem"):
         raise ValueError(f"{inst.name}: a simulator's pinned key must be named <name>.crt.pem, not {pinned.name}")
     xml = inst.counterpart == "con"
@@ -109,8 +112,8 @@ def sim_signer(inst: Instance, *, counterparts_file: Path) -> SimSigner | None:
     return SimSigner(key, xml=xml)
 
 
-def simulator_servers(mappings: Mappings, *, gateway_url: str, counterparts_file: Path
-                      ) -> list[tuple[str, uvicorn.Server]]:
+def simulator_servers(mappings: Mappings, *, gateway_url: str, counterparts_file: Path, home: Path,
+                      capture_signals: bool = True) -> list[tuple[str, uvicorn.Server]]:
     """One simulator per configured instance whose base_url is on this machine, signing with its own key."""
     factories = {
         counterpart: (lambda name, signer, m=module, cp=counterpart: m.create_app(
@@ -123,8 +126,9 @@ def simulator_servers(mappings: Mappings, *, gateway_url: str, counterparts_file
         host = inst.base_url.host or ""
         if inst.counterpart not in factories or host not in ("127.0.0.1", "localhost", "::1"):
             continue
-        app = factories[inst.counterpart](inst.name, sim_signer(inst, counterparts_file=counterparts_file))
-        servers.append((f"{inst.name} {inst.url}", server(app, host=host, port=inst.base_url.port or 80)))
+        app = factories[inst.counterpart](inst.name, sim_signer(inst, counterparts_file=counterparts_file, home=home))
+        servers.append((f"{inst.name} {inst.url}", server(app, host=host, port=inst.base_url.port or 80,
+                                                             capture_signals=capture_signals)))
     return servers
 
 

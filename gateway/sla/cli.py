@@ -18,7 +18,7 @@ from typing import BinaryIO
 import typer
 
 from gateway.canonical.errors import ConfigError
-from gateway.config import ROOT
+from gateway.config import MAPPINGS
 from gateway.sla.engine import Event, EventLineError, SlaReport
 
 sla_app = typer.Typer(help="Domain SLA reports", no_args_is_help=True)
@@ -174,7 +174,7 @@ def report(
                                      " (gateway audit export --format events)"),
     as_of: str = typer.Option(..., "--as-of", help="report time, RFC 3339 with an offset (e.g. 2026-03-02T12:00:00Z)"),
     format: ReportFormat = typer.Option(ReportFormat.json, "--format", help="json: the full report; csv: the legs"),
-    mappings: Path = typer.Option(ROOT / "mappings", "--mappings",
+    mappings: Path = typer.Option(MAPPINGS, "--mappings",
                                   help="directory with sla.yaml, calendar-kz.yaml, referral-kinds.yaml"),
 ) -> None:
     """Pair start and stop events per SLA rule and print legs, summary and KPIs (BRIEF 4, 5)."""

@@ -44,7 +44,7 @@ from security.xmlparse import parse_xml
 from tests.adapters.golden_support import check_golden
 from tests.harness import ThreadServer, sim_config, sim_stats, wait_for
 
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 INSTANCE = MAPPINGS.instance("con")
 NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)
 ADAPTER = ConAdapter()

@@ -46,7 +46,7 @@ from gateway.samples import SampleCases
 from tests.adapters.golden_support import check_golden
 from tests.harness import ThreadServer, wait_for
 
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 INSTANCE = MAPPINGS.instance("health")
 NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)
 ADAPTER = HealthAdapter()

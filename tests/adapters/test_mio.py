@@ -16,7 +16,7 @@ from gateway.mapping import load_mappings
 from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse, derived_message_id
 from tests.adapters.golden_support import check_golden
 
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 INSTANCE = MAPPINGS.instance("mio-kz-35")
 NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)
 ADAPTER = MioAdapter()

@@ -15,7 +15,7 @@ from gateway.mapping import EmailChannel, WebhookChannel, load_mappings
 from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse
 from tests.adapters.golden_support import check_golden
 
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 CHANNEL = WebhookChannel(name="ops-webhook", type="webhook", url="https://ops.example.kz/hooks/gateway")
 NOW = datetime(2026, 12, 3, 4, 20, tzinfo=timezone.utc)
 NOTIFICATION = parse_message({

@@ -129,7 +129,7 @@ def test_a_change_made_elsewhere_reaches_a_running_gateway_without_restart(stack
 def test_an_instance_is_moved_to_another_code_table_version_live(stack: Stack, tmp_path: Path) -> None:
     # МИО publishes a new service code; the administrator moves one instance to it without a release.
     mappings = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", mappings)
+    shutil.copytree(ROOT / "gateway" / "mappings", mappings)
     (mappings / "codes" / "versions").mkdir()
     (mappings / "codes" / "versions" / "mio.v2.yaml").write_text(
         "version: 2\ntables:\n  mio.service:\n    codes:\n      shelter.placement: SHELTER_PLACEMENT_2\n")

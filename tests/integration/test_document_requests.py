@@ -324,7 +324,7 @@ VALIDITY_S = 3
 
 def test_stored_copy_is_served_inside_its_validity_and_fetched_once_after(stack: Stack, tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
-    shutil.copytree(ROOT / "mappings", mappings)
+    shutil.copytree(ROOT / "gateway" / "mappings", mappings)
     (mappings / "counterparts.yaml").unlink()  # the stack's counterparts file is used
     doc = yaml.safe_load((mappings / "document-requests.yaml").read_text(encoding="utf-8"))
     doc["records"][KIND]["validity_s"] = VALIDITY_S

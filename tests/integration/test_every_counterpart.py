@@ -16,7 +16,7 @@ from gateway.samples import SampleCases
 from tests.harness import Stack, sim_config, wait_for
 
 NATIONAL = ("con", "mtszn", "health")
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 KINDS = sorted(MAPPINGS.kinds.kinds)
 
 

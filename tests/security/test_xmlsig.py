@@ -39,7 +39,7 @@ from security.xmlsig import (
 )
 
 NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)
-MAPPINGS = load_mappings(ROOT / "mappings")
+MAPPINGS = load_mappings(ROOT / "gateway" / "mappings")
 IIN = "061211600012"
 CASE = parse_message({
     "message_id": "9f8fad5b-d9cb-469f-a165-70867728950e", "type": "case.registered", "case_id": "KRG-2026-000123",

@@ -14,7 +14,7 @@ from gateway.sla.calendar import ALMATY
 from gateway.sla.engine import SlaReport, compute_report, parse_event_lines
 from gateway.sla.policy import SlaConfig, load_sla_config
 
-CONFIG: SlaConfig = load_sla_config(ROOT / "mappings")
+CONFIG: SlaConfig = load_sla_config(ROOT / "gateway" / "mappings")
 
 
 def t(text: str) -> datetime:

@@ -98,7 +98,7 @@ def test_as_of_needs_an_offset(events_file: tuple[Path, dict[str, dict]]) -> Non
 def test_a_bad_sla_yaml_stops_the_report(events_file: tuple[Path, dict[str, dict]], tmp_path: Path) -> None:
     mappings = tmp_path / "mappings"
     mappings.mkdir()
-    root = Path(__file__).resolve().parents[2] / "mappings"
+    root = Path(__file__).resolve().parents[2] / "gateway" / "mappings"
     for name in ("referral-kinds.yaml", "calendar-kz.yaml"):
         (mappings / name).write_text((root / name).read_text(encoding="utf-8"), encoding="utf-8")
     (mappings / "sla.yaml").write_text("version: 1\nrules: {}\n", encoding="utf-8")

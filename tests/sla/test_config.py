@@ -29,7 +29,7 @@ def _error(loader, path: Path, text: str) -> str:
 
 
 def test_the_repository_policy_is_the_brief_default() -> None:
-    policy = load_sla_policy(ROOT / "mappings" / "sla.yaml")
+    policy = load_sla_policy(ROOT / "gateway" / "mappings" / "sla.yaml")
     assert list(policy.rules) == ["ipr", "legal.first_action", "housing.placement", "economic.track",
                                   "medical.routing", "critical.documents", "critical.income"]
     housing = policy.rules["housing.placement"]
@@ -80,7 +80,7 @@ def test_missing_version_unknown_kind_and_duplicate_key_are_named(tmp_path: Path
 
 
 def test_a_policy_kind_missing_from_referral_kinds_is_named(tmp_path: Path) -> None:
-    shutil.copytree(ROOT / "mappings", tmp_path / "m")
+    shutil.copytree(ROOT / "gateway" / "mappings", tmp_path / "m")
     kinds = tmp_path / "m" / "referral-kinds.yaml"
     kinds.write_text("\n".join(l for l in kinds.read_text(encoding="utf-8").splitlines()
                                if not l.strip().startswith("shelter.placement")), encoding="utf-8")
@@ -104,7 +104,7 @@ def test_calendar_errors_are_named(tmp_path: Path) -> None:
 
 
 def test_calendar_overrides_move_the_ipr_deadline(tmp_path: Path) -> None:
-    base = load_calendar(ROOT / "mappings" / "calendar-kz.yaml")
+    base = load_calendar(ROOT / "gateway" / "mappings" / "calendar-kz.yaml")
     assert base.nth_working_day_after(date(2026, 6, 1), 3) == date(2026, 6, 4)
     path = tmp_path / "calendar-kz.yaml"
     path.write_text("version: 1\ndays_off: {2026-06-03: test decree}\nworking_days: {2026-06-06: test decree}\n",
@@ -116,7 +116,7 @@ def test_calendar_overrides_move_the_ipr_deadline(tmp_path: Path) -> None:
 
 
 def test_the_package_calendar_knows_kazakhstan_transfers() -> None:
-    cal = load_calendar(ROOT / "mappings" / "calendar-kz.yaml")
+    cal = load_calendar(ROOT / "gateway" / "mappings" / "calendar-kz.yaml")
     assert cal.is_working_day(date(2024, 5, 4))  # a Saturday worked for the 2024-05-08 day off
     assert not cal.is_working_day(date(2024, 5, 8))
     assert cal.is_working_day(date(2025, 1, 5)) and not cal.is_working_day(date(2025, 1, 3))
