@@ -227,7 +227,7 @@ def http(built: Built, opts: argparse.Namespace, figures: Figures) -> None:
     env = dict(os.environ, GATEWAY_PII_KEYS=built.meta["pii_keys"], GATEWAY_PII_HASH_KEY=built.meta["pii_hash_key"],
                GATEWAY_DATABASE_URL=built.url, GATEWAY_LOG_LEVEL="WARNING")
     env.pop("GATEWAY_KEY_PASSPHRASE", None)
-    # The example counterparts pin the simulators' keys from var/sim-keys; nothing is delivered here, so none.
+    # The example counterparts pin the simulators' keys under $GATEWAY_HOME/sim-keys; nothing is delivered here, so none.
     import yaml
 
     doc = yaml.safe_load((ROOT / "gateway" / "mappings" / "counterparts.yaml").read_text())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -32,7 +33,11 @@ def test_the_wheel_in_a_fresh_venv_runs_the_demo_and_delivers(tmp_path: Path) ->
     dist, venv, run_dir = tmp_path / "dist", tmp_path / "venv", tmp_path / "run"
     run_dir.mkdir()
     pip = ("-m", "pip", "install", "-q", "--disable-pip-version-check")
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", dist, ROOT,
+    # Built from a clean copy: setuptools builds in the tree, and a stale build/ there could leak into the wheel.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv*", "var", "build", "dist", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache"))
+    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--disable-pip-version-check", "-w", dist, source,
          cwd=tmp_path)
     [wheel] = dist.glob("probation_gateway-*.whl")
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
