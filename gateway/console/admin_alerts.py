@@ -2,27 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter
 from fastapi.responses import RedirectResponse, Response
 
 from gateway.alerts.service import AlertService
 from gateway.canonical.errors import NotFound
-from gateway.console.web import PREFIX, Console, Page
+from gateway.console.web import PREFIX, Page, page_for
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 
 
-def _page(*roles: str) -> Any:
-    async def dependency(request: Request) -> Page:
-        console: Console = request.app.state.console
-        return await console.page(request, roles=roles)
-
-    return Depends(dependency)
-
-
-Admin = Annotated[Page, _page("admin")]
+Admin = Annotated[Page, page_for("admin")]
 
 
 def _alerts(page: Page) -> AlertService:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
@@ -76,3 +78,18 @@ def shot(page: Page, name: str) -> None:
     if where:
         Path(where).mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(Path(where) / f"{name}.png"), full_page=True)
+
+
+@contextmanager
+def signed_in_page(browser: Browser, stack: Stack, token: str, *, timeout_ms: int = 15_000
+                   ) -> Iterator[tuple[Page, list[str], list[str]]]:
+    """A signed-in page in a context that may reach the gateway's origin only: (page, elsewhere, errors)."""
+    context, elsewhere = isolated_context(browser, stack.gateway_url)
+    page = context.new_page()
+    page.set_default_timeout(timeout_ms)
+    errors = collect_console_errors(page)
+    sign_in(page, stack, token)
+    try:
+        yield page, elsewhere, errors
+    finally:
+        context.close()

@@ -9,7 +9,14 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from tests.browser.support import collect_console_errors, isolated_context, new_stack, script_errors, shot, sign_in
+from tests.browser.support import (
+    isolated_context,
+    new_stack,
+    script_errors,
+    shot,
+    sign_in,
+    signed_in_page,
+)
 from tests.browser.test_console_auditor import PASSPHRASE
 from tests.harness import Stack, free_port, wait_for
 from gateway.samples import SampleCases
@@ -35,15 +42,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture
 def admin(browser: Any, live: Stack) -> Iterator[tuple[Any, list[str], list[str]]]:
-    context, elsewhere = isolated_context(browser, live.gateway_url)
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    errors = collect_console_errors(page)
-    sign_in(page, live, live.admin_token)
-    try:
-        yield page, elsewhere, errors
-    finally:
-        context.close()
+    with signed_in_page(browser, live, live.admin_token, timeout_ms=20_000) as signed:
+        yield signed
 
 
 def _patch(stack: Stack, **fields: Any) -> None:

@@ -16,7 +16,15 @@ import pytest
 
 from gateway.config import ROOT
 from security.keys import KeyStore
-from tests.browser.support import collect_console_errors, isolated_context, new_stack, script_errors, shot, sign_in
+from tests.browser.support import (
+    collect_console_errors,
+    isolated_context,
+    new_stack,
+    script_errors,
+    shot,
+    sign_in,
+    signed_in_page,
+)
 from tests.harness import wait_for
 from tests.integration.test_audit_api import _cases
 
@@ -56,16 +64,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
 @pytest.fixture
 def auditor(browser: Any, live: dict[str, Any]) -> Iterator[tuple[Any, list[str], list[str]]]:
     """A signed-in auditor's page in a context that may reach the gateway's origin only."""
-    stack = live["stack"]
-    context, elsewhere = isolated_context(browser, stack.gateway_url)
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    errors = collect_console_errors(page)
-    sign_in(page, stack, stack.auditor_token)
-    try:
-        yield page, elsewhere, errors
-    finally:
-        context.close()
+    with signed_in_page(browser, live["stack"], live["stack"].auditor_token) as signed:
+        yield signed
 
 
 def test_auditor_searches_by_case_and_iin_and_opens_a_record_with_a_reason(auditor: Any, live: dict[str, Any]
