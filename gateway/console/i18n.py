@@ -14,7 +14,6 @@ from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_decimal, format_percent
 from babel.support import NullTranslations, Translations
-from markupsafe import Markup
 
 LANGUAGES = ("kk", "ru", "en")  # the state language first, as the header lists them
 LANGUAGE_NAMES = {"kk": "Қазақша", "ru": "Русский", "en": "English"}
@@ -69,10 +68,6 @@ class Language:
     def ngettext(self, singular: str, plural: str, n: int, **values: Any) -> str:
         text = self._lookup(singular, plural, n)
         return text % {"num": n, **values}
-
-    def markup(self, msgid: str, **values: Any) -> Markup:
-        """A translation holding markup of ours (an <a>), with every value escaped."""
-        return Markup(self._lookup(msgid)) % {k: v for k, v in values.items()}
 
     def time(self, value: datetime | str | None, *, seconds: bool = True) -> str:
         """A UTC instant shown in Asia/Almaty with its offset (+05:00 since 2024-03-01, +06:00 before)."""

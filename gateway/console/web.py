@@ -146,7 +146,7 @@ class Console:
     def render(self, page: Page, template: str, *, status: int = 200, **context: Any) -> HTMLResponse:
         lang = page.lang
         body = self.env.get_template(template).render(
-            _=lang.gettext, ngettext=lang.ngettext, markup=lang.markup, t=lang, lang=lang.code,
+            _=lang.gettext, ngettext=lang.ngettext, t=lang, lang=lang.code,
             languages=[(code, LANGUAGE_NAMES[code]) for code in LANGUAGES], session=page.session,
             roles=page.roles, path=page.request.url.path, here=_here(page.request), prefix=PREFIX, **context)
         self.catalogues.note_missing(lang)
