@@ -18,7 +18,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from gateway.pipeline.ports import WireRequest, WireResponse
+from gateway.wire import WireRequest, WireResponse
 from security.parties import PartyKey
 
 log = logging.getLogger("simulator")

@@ -33,7 +33,7 @@ from gateway.audit.log import ExchangeLog
 from gateway.audit.query import ExchangeQueries, encode_cursor
 from gateway.config import ROOT
 from gateway.mapping import load_mappings
-from gateway.pipeline.ports import system_clock
+from gateway.wire import system_clock
 from gateway.sla.live import live_case_report, live_report
 from gateway.sla.policy import load_sla_config
 from gateway.storage.db import create_engines, migrate

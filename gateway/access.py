@@ -13,7 +13,7 @@ from datetime import datetime
 from gateway.canonical.errors import GatewayError
 from gateway.loops import Loop
 from gateway.mapping import Mappings
-from gateway.pipeline.ports import Clock, WireRequest
+from gateway.wire import Clock, WireRequest
 from gateway.pipeline.verify import XML_COUNTERPARTS, CounterpartSignatureError, CounterpartVerifier
 from gateway.storage.clients import ClientRow, ClientStore
 from gateway.storage.store import Store, action_row

@@ -38,7 +38,8 @@ from gateway.observability import Metrics
 from gateway.ops_metrics import OperationsMetrics
 from gateway.pipeline.accept import Accepted, Accepter
 from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
-from gateway.pipeline.ports import Adapter, Clock, system_clock
+from gateway.pipeline.ports import Adapter
+from gateway.wire import Clock, system_clock
 from gateway.pipeline.routing import Router
 from gateway.pipeline.transport import HttpxTransport, Transport
 from gateway.sla.escalation import EscalationScheduler

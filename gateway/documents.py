@@ -21,8 +21,8 @@ from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
+from gateway.wire import Clock
 from gateway.pipeline.ports import (
-    Clock,
     DecodeContext,
     EncodeContext,
     LookupAdapter,

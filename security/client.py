@@ -6,7 +6,7 @@ from collections.abc import Generator
 
 import httpx
 
-from gateway.pipeline.ports import WireRequest
+from gateway.wire import WireRequest
 from security.httpsig import HttpSigner
 
 _SIGNATURE_FIELDS = ("content-digest", "signature-input", "signature")

@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from gateway.pipeline.ports import WireRequest, WireResponse
+from gateway.wire import WireRequest, WireResponse
 from security.keys import PrivateKey, PublicKey
 
 # Written from RFC 9421 and RFC 9530 rather than on the http-message-signatures package: on one 600-byte

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.mapping import Instance
-from gateway.pipeline.ports import WireRequest
+from gateway.wire import WireRequest
 from security.httpsig import HttpSigner
 from security.keys import KeyStore
 from security.xmlsig import SignxmlSigner, XmlSigner

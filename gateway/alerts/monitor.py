@@ -21,7 +21,7 @@ from gateway.loops import Loop
 from gateway.mapping import ALERT_RULES, EmailChannel, Mappings, WebhookChannel
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepted, Accepter, Incoming
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.pipeline.retry import DeliveryFailure, RetryDecider
 from gateway.storage import alerts as sql
 from gateway.storage.store import Store

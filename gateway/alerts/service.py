@@ -11,7 +11,7 @@ from sqlalchemy.engine import Connection
 from gateway.alerts.model import Alert
 from gateway.alerts.monitor import AlertMonitor, describe, dumps
 from gateway.canonical.errors import NotFound
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.storage import alerts as sql
 from gateway.storage.store import Store, action_row
 from security.access import Principal

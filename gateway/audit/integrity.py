@@ -9,7 +9,7 @@ from datetime import datetime
 
 from gateway.audit.chain import keystore_resolver
 from gateway.audit.verify import VerifyReport, log_size, verify_store
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.storage.db import Engines
 from security.keys import KeyStore
 

@@ -34,7 +34,7 @@ from gateway.audit.verify import export_chain
 from gateway.canonical.errors import GatewayError, NotFound
 from gateway.canonical.iin import mask_iin
 from gateway.mapping import Mappings
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.storage.audit_tables import audit_checkpoints, exchange_log
 from gateway.storage.db import Engines
 from gateway.storage.store import Store, action_row

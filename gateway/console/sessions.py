@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 
 from gateway.access import ClientDirectory, SecurityEvents
 from gateway.canonical.errors import GatewayError
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.storage.sessions import SessionRow, SessionStore
 from security.access import Principal, token_hash
 

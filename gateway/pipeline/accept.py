@@ -12,7 +12,8 @@ from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
-from gateway.pipeline.ports import Clock, derived_message_id
+from gateway.pipeline.ports import derived_message_id
+from gateway.wire import Clock
 from gateway.pipeline.routing import Router
 from gateway.storage.store import ClaimedDelivery, Store
 

@@ -21,9 +21,9 @@ from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
+from gateway.wire import Clock
 from gateway.pipeline.ports import (
     Adapter,
-    Clock,
     DecodeContext,
     EncodeContext,
     Signer,

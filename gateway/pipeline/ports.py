@@ -1,40 +1,17 @@
-"""Ports of the pipeline: wire envelopes, the adapter protocol, clock and id seams."""
+"""Ports of the pipeline: the adapter protocol, contexts, the signer, and the id seam."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Callable, Protocol
+from datetime import datetime
+from typing import TYPE_CHECKING, Protocol
+
+from gateway.wire import WireRequest, WireResponse
 
 if TYPE_CHECKING:
     from gateway.canonical.messages import AnyMessage, CaseRegistered
     from gateway.mapping import Instance, Mappings
-
-
-@dataclass(frozen=True, slots=True)
-class WireRequest:
-    """Bytes as they go on the wire; signing, sending and logging work on this, never on adapters."""
-
-    method: str
-    path: str
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        lname = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lname), None)
-
-
-@dataclass(frozen=True, slots=True)
-class WireResponse:
-    status: int
-    headers: tuple[tuple[str, str], ...] = ()
-    body: bytes = b""
-
-    def header(self, name: str) -> str | None:
-        lname = name.lower()
-        return next((v for k, v in self.headers if k.lower() == lname), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +87,6 @@ class Signer(Protocol):
     """Signs a wire request once, in the pipeline, as the instance's channel requires."""
 
     def sign(self, request: WireRequest, *, instance: Instance) -> WireRequest: ...
-
-
-Clock = Callable[[], datetime]
-
-
-def system_clock() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 # Replies derived from a request get ids derived from the request's id, so a retried exchange

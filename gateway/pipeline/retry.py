@@ -6,12 +6,21 @@ import email.utils
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-import httpx
 import tenacity
 from tenacity import RetryCallState, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from gateway.mapping import BreakerPolicy, RetryPolicy
-from gateway.pipeline.transport import ConnectionRefused, NameNotResolved, PeerDisconnected, TlsFailure
+from gateway.wire import (
+    ConnectFailed,
+    ConnectionLost,
+    ConnectionRefused,
+    ConnectTimeout,
+    NameNotResolved,
+    PeerDisconnected,
+    ReadTimeout,
+    TlsFailure,
+    TransportFailure,
+)
 
 PROBES_KEPT = 3  # deliveries that failed, remembered per instance, to probe a half-open breaker with
 
@@ -59,23 +68,19 @@ def reason_class(reason: str | None) -> str:
     return "http" if reason.startswith("counterpart answered") else "other"
 
 
+_FAILURE_CLASSES: tuple[tuple[type[TransportFailure], str], ...] = (
+    (PeerDisconnected, "disconnected after send"), (ConnectionRefused, "refused"), (NameNotResolved, "dns"),
+    (TlsFailure, "tls"), (ConnectTimeout, "connect timeout"), (ReadTimeout, "read timeout"),
+    (ConnectFailed, "connection error"), (ConnectionLost, "connection error"),
+)
+
+
 def classify_transport_error(exc: Exception) -> DeliveryFailure:
     """A transport failure's reason class (see REASON_CLASSES). All are retried: nothing was sent, or the
     counterpart drops a repeat by message id."""
-    if isinstance(exc, (PeerDisconnected, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
-        return DeliveryFailure(f"disconnected after send: {exc}", retryable=True)
-    if isinstance(exc, ConnectionRefused):
-        return DeliveryFailure(f"refused: {exc}", retryable=True)
-    if isinstance(exc, NameNotResolved):
-        return DeliveryFailure(f"dns: {exc}", retryable=True)
-    if isinstance(exc, TlsFailure):
-        return DeliveryFailure(f"tls: {exc}", retryable=True)
-    if isinstance(exc, httpx.ConnectTimeout):
-        return DeliveryFailure(f"connect timeout: {str(exc) or type(exc).__name__}", retryable=True)
-    if isinstance(exc, httpx.TimeoutException):  # read, write or pool: the request may be at the counterpart
-        return DeliveryFailure(f"read timeout: {str(exc) or type(exc).__name__}", retryable=True)
-    if isinstance(exc, httpx.NetworkError):
-        return DeliveryFailure(f"connection error: {str(exc) or type(exc).__name__}", retryable=True)
+    for kind, reason in _FAILURE_CLASSES:
+        if isinstance(exc, kind):
+            return DeliveryFailure(f"{reason}: {str(exc) or type(exc).__name__}", retryable=True)
     return DeliveryFailure(f"transport error: {type(exc).__name__}: {exc}", retryable=False)
 
 

@@ -1,4 +1,4 @@
-"""The HTTP edge: httpx sends wire requests; tests swap the transport, never our code."""
+"""The HTTP edge: httpx sends wire requests and its errors become the gateway's own transport failures."""
 
 from __future__ import annotations
 
@@ -9,47 +9,55 @@ import httpx
 from httpx_aiohttp import AiohttpTransport
 
 from gateway.mapping import Instance
-from gateway.pipeline.ports import WireRequest, WireResponse
+from gateway.wire import (
+    ConnectFailed,
+    ConnectionLost,
+    ConnectionRefused,
+    ConnectTimeout,
+    NameNotResolved,
+    PeerDisconnected,
+    ReadTimeout,
+    TlsFailure,
+    TransportBroken,
+    TransportFailure,
+    WireRequest,
+    WireResponse,
+)
 
 
-class PeerDisconnected(httpx.NetworkError):
-    """The counterpart closed the connection after the request was sent: it may well have arrived."""
-
-
-class ConnectionRefused(httpx.ConnectError):
-    """Nothing listens at the counterpart's address (the host answered; nothing was sent)."""
-
-
-class NameNotResolved(httpx.ConnectError):
-    """The counterpart's host name does not resolve (nothing was sent)."""
-
-
-class TlsFailure(httpx.ConnectError):
-    """The TLS handshake failed: an untrusted or invalid certificate, or no TLS at the other end."""
-
-
-def _remap(exc: httpx.TransportError) -> httpx.TransportError:
-    """httpx-aiohttp 0.2 maps every aiohttp connection error to ConnectTimeout (its table picks the most derived
-    httpx class); tell apart what happened from aiohttp's own exception, which it keeps as the cause."""
+def _failure(exc: httpx.TransportError) -> TransportFailure:
+    """The gateway's own failure for an httpx error, as httpx maps httpcore's. httpx-aiohttp 0.2 maps every aiohttp
+    connection error to ConnectTimeout (its table picks the most derived httpx class), so what happened is told
+    apart from aiohttp's own exception, which it keeps as the cause."""
     cause = exc.__cause__
-    if not isinstance(cause, aiohttp.ClientError):
-        return exc
-    if isinstance(cause, aiohttp.ConnectionTimeoutError):
-        return httpx.ConnectTimeout(str(cause))
-    if isinstance(cause, aiohttp.ServerTimeoutError):
-        return httpx.ReadTimeout(str(cause))
-    if isinstance(cause, aiohttp.ClientConnectorDNSError):
-        return NameNotResolved(str(cause))
-    if isinstance(cause, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError,
-                          aiohttp.ClientSSLError)):
-        return TlsFailure(str(cause))
-    if isinstance(cause, aiohttp.ClientConnectorError):  # nothing was sent
-        if isinstance(cause.os_error, ConnectionRefusedError):
-            return ConnectionRefused(str(cause))
-        return httpx.ConnectError(str(cause))
-    if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
-        return PeerDisconnected(f"{type(cause).__name__}: {cause}")
-    return exc
+    text = str(exc) or type(exc).__name__
+    if isinstance(cause, aiohttp.ClientError):
+        if isinstance(cause, aiohttp.ConnectionTimeoutError):
+            return ConnectTimeout(str(cause) or type(cause).__name__)
+        if isinstance(cause, aiohttp.ServerTimeoutError):
+            return ReadTimeout(str(cause) or type(cause).__name__)
+        if isinstance(cause, aiohttp.ClientConnectorDNSError):
+            return NameNotResolved(str(cause))
+        if isinstance(cause, (aiohttp.ClientConnectorCertificateError, aiohttp.ClientConnectorSSLError,
+                              aiohttp.ClientSSLError)):
+            return TlsFailure(str(cause))
+        if isinstance(cause, aiohttp.ClientConnectorError):  # nothing was sent
+            if isinstance(cause.os_error, ConnectionRefusedError):
+                return ConnectionRefused(str(cause))
+            return ConnectFailed(str(cause))
+        if isinstance(cause, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError, aiohttp.ClientPayloadError)):
+            return PeerDisconnected(f"{type(cause).__name__}: {cause}")
+    if isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)):
+        return PeerDisconnected(text)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return ConnectTimeout(text)
+    if isinstance(exc, httpx.ConnectError):
+        return ConnectFailed(text)
+    if isinstance(exc, httpx.TimeoutException):
+        return ReadTimeout(text)
+    if isinstance(exc, httpx.NetworkError):
+        return ConnectionLost(text)
+    return TransportBroken(f"{type(exc).__name__}: {exc}")
 
 
 class Transport(Protocol):
@@ -92,10 +100,7 @@ class HttpxTransport:
                 timeout=instance.timeout_s,
             )
         except httpx.TransportError as exc:
-            mapped = _remap(exc)
-            if mapped is exc:
-                raise
-            raise mapped from exc.__cause__
+            raise _failure(exc) from (exc.__cause__ or exc)
         return WireResponse(response.status_code, tuple(response.headers.multi_items()), response.content)
 
     async def aclose(self) -> None:

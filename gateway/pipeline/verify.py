@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import Clock, WireRequest, WireResponse
+from gateway.wire import Clock, WireRequest, WireResponse
 from security.httpsig import MAX_FUTURE_SKEW, HttpVerifier, NonceStore, SignatureError, Verified
 from security.keys import PublicKey
 from security.outbound import XML_COUNTERPARTS

@@ -8,7 +8,8 @@ from datetime import datetime, timezone
 from gateway.canonical.messages import AnyMessage, parse_message
 from gateway.loops import Loop
 from gateway.pipeline.accept import Accepter
-from gateway.pipeline.ports import Clock, derived_message_id
+from gateway.pipeline.ports import derived_message_id
+from gateway.wire import Clock
 from gateway.sla.engine import Leg, SlaReport
 from gateway.sla.live import live_report
 from gateway.sla.policy import SlaConfig

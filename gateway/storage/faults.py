@@ -50,7 +50,7 @@ def _chain(exc: BaseException) -> Iterator[BaseException]:
 
 
 # A failure towards a counterpart carries the socket error too: it is not the store's.
-_TRANSPORT_MODULES = ("httpx", "httpcore", "aiohttp", "httpx_aiohttp", "smtplib")
+_TRANSPORT_MODULES = ("gateway.wire", "httpx", "httpcore", "aiohttp", "httpx_aiohttp", "smtplib")
 
 
 def outage_reason(exc: BaseException) -> str | None:

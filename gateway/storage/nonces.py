@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import bindparam, delete
 from sqlalchemy.engine import Connection
 
-from gateway.pipeline.ports import Clock
+from gateway.wire import Clock
 from gateway.storage.store import Store, dialect_insert
 from gateway.storage.tables import UTCDateTime, nonces
 

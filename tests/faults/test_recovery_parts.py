@@ -16,7 +16,8 @@ from gateway.loops import Loop
 from gateway.mapping import BreakerPolicy, Instance
 from gateway.pipeline.ports import WireRequest
 from gateway.pipeline.retry import CircuitBreaker, classify_transport_error
-from gateway.pipeline.transport import HttpxTransport, PeerDisconnected
+from gateway.pipeline.transport import HttpxTransport
+from gateway.wire import ConnectionRefused, PeerDisconnected
 from gateway.samples import SampleCases
 from gateway.storage.faults import StoreUnavailable, outage_reason
 from tests.faults.scenarios import fill_disk, mount_small_disk
@@ -90,7 +91,7 @@ async def test_a_disconnect_after_the_request_was_sent_is_not_a_connect_timeout(
             server.close()
         refused = Instance(name="peer-y", counterpart="mio", base_url=f"http://127.0.0.1:{free_port()}", keys=[],
                            require_signatures=False)
-        with pytest.raises(httpx.ConnectError) as caught:
+        with pytest.raises(ConnectionRefused) as caught:
             await transport.send(refused, request)
         assert classify_transport_error(caught.value).reason.startswith("refused: ")  # nothing was sent
     finally:

@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from datetime import datetime, timedelta, timezone
 
-from gateway.pipeline.ports import system_clock
+from gateway.wire import system_clock
 from gateway.storage.db import create_engines, migrate
 from gateway.storage.nonces import SqlNonceStore
 from gateway.storage.store import Store
