@@ -38,6 +38,7 @@ from gateway.observability import Metrics
 from gateway.ops_metrics import OperationsMetrics
 from gateway.pipeline.accept import Accepted, Accepter
 from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
+from gateway.pipeline.exchange import OutboundExchange
 from gateway.pipeline.ports import Adapter
 from gateway.wire import Clock, system_clock
 from gateway.pipeline.routing import Router
@@ -47,6 +48,7 @@ from gateway.sla.policy import SlaConfig, load_sla_config
 from gateway.pipeline.verify import CounterpartVerifier
 from gateway.storage.clients import ClientStore
 from gateway.storage.db import Engines, create_engines, migrate
+from gateway.storage.documents import DocumentStore
 from gateway.storage.idempotency import IdempotencyStore
 from gateway.storage.nonces import SqlNonceStore
 from gateway.storage.personal import PersonSeal
@@ -108,7 +110,6 @@ class Container:
             self.operations_metrics.start()
         if run_worker:
             self.worker.start()
-            self.accepter.dispatcher = self.worker
             self.escalations.start()
             if self.alert_monitor is not None:  # beside the worker: circuit breakers are the worker's
                 self.alert_monitor.start()
@@ -141,7 +142,6 @@ class Container:
         await _bounded("SLA escalations", self.escalations.stop(), deadline)
         if self.alert_monitor is not None:
             await _bounded("alert monitor", self.alert_monitor.stop(), deadline)
-        self.accepter.dispatcher = None
         if self.worker.running:
             await _bounded("delivery worker", self.worker.stop(grace_s=_share(deadline, 0.5)), deadline)
         if self.checkpoints is not None:  # a last checkpoint covering everything this process wrote
@@ -209,12 +209,13 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
         clock=clock,
         status_url=lambda mid: f"{settings.base_url}/v1/messages/{mid}",
     )
+    exchange = OutboundExchange(transport=transport, clock=clock, signer=signer, verifier=verifier)
     worker = DeliveryWorker(
         store=store,
         accepter=accepter,
         adapters=adapters,
         mappings=mappings,
-        transport=transport,
+        exchange=exchange,
         clock=clock,
         metrics=metrics,
         settings=WorkerSettings(
@@ -222,8 +223,6 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             poll_interval_s=settings.worker_poll_interval_s,
             lease_s=settings.worker_lease_s,
         ),
-        signer=signer,
-        verifier=verifier,
     )
 
     def on_accepted(result: Accepted) -> None:
@@ -231,10 +230,6 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
             metrics.duplicates.labels(result.source).inc()
             return
         metrics.accepted.labels(result.type, result.source).inc()
-        if result.dispatched:
-            worker.dispatch(result.dispatched)
-        if result.queued > len(result.dispatched):
-            worker.wake()
 
     accepter.listeners.append(on_accepted)
     sla = load_sla_config(settings.mappings_dir)
@@ -248,8 +243,8 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                                   nonces=nonces, clock=clock, base_url=settings.base_url,
                                   insecure_no_auth=settings.insecure_no_auth, executor=crypto)
     events = SecurityEvents(store=store, clock=clock)
-    documents = DocumentService(store=store, mappings=mappings, adapters=adapters, transport=transport, signer=signer,
-                                verifier=verifier, accepter=accepter, cipher=cipher, clock=clock,
+    documents = DocumentService(store=store, documents=DocumentStore(engines), mappings=mappings, adapters=adapters,
+                                exchange=exchange, accepter=accepter, cipher=cipher, clock=clock,
                                 metrics=metrics, events=events, lease_s=settings.document_lease_s,
                                 sweep_interval_s=settings.document_sweep_interval_s)
     container = Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,

@@ -7,41 +7,34 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
-from pydantic import ValidationError
-from sqlalchemy import and_, case, delete, select, update
-from sqlalchemy.engine import Connection
 
 from gateway.access import Forbidden, SecurityEvents
-from gateway.canonical.errors import GatewayError, NotFound, WireDecodeError
+from gateway.canonical.errors import GatewayError, NotFound
 from gateway.canonical.messages import DocumentReady
 from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
 from gateway.observability import Metrics
 from gateway.pipeline.accept import Accepter, Incoming
-from gateway.wire import Clock
+from gateway.pipeline.exchange import OutboundExchange
 from gateway.pipeline.ports import (
     DecodeContext,
     EncodeContext,
     LookupAdapter,
     RecordLookup,
     RecordResult,
-    Signer,
+    Tx,
+    WireRequest,
+    WireResponse,
+    WriteQueue,
 )
-from gateway.pipeline.retry import (
-    DeliveryFailure,
-    RetryDecider,
-    classify_status,
-    classify_transport_error,
-    parse_retry_after,
-)
+from gateway.pipeline.retry import RetryDecider
 from gateway.pipeline.routing import Router
-from gateway.pipeline.transport import Transport
-from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
-from gateway.storage.store import Store, action_row, dialect_insert
-from gateway.storage.tables import document_requests, flights, records
+from gateway.storage.documents import FlightRetry, RecordKey, StaleFlight
+from gateway.storage.hops import action_row, hop_row
+from gateway.wire import Clock
 from security.access import Principal
 from security.pii import PiiCipher
 
@@ -57,15 +50,37 @@ class NoInstance(GatewayError):
     title = "No counterpart instance can answer this request"
 
 
-@dataclass(frozen=True, slots=True)
-class Key:
-    record_kind: str
-    subject: str  # keyed hash of the IIN
-    instance: str
+Key = RecordKey  # a record is keyed by kind, the IIN's keyed hash and the instance that answers
 
-    def where(self, table: Any) -> Any:
-        return and_(table.c.record_kind == self.record_kind, table.c.subject == self.subject,
-                    table.c.instance == self.instance)
+
+class HopWriter(Protocol):
+    """Where the flow writes: the group commit, and hop rows into the operational table and the exchange log."""
+
+    committer: WriteQueue
+
+    def insert_exchanges(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+
+    async def record_hop(self, row: dict[str, Any]) -> None: ...
+
+
+class DocumentRows(Protocol):
+    """The flow's rows (gateway.storage.documents.DocumentStore): requests, records, and flights."""
+
+    async def valid_record(self, key: Key, now: datetime) -> Any: ...
+    async def request_with_record(self, request_id: str) -> tuple[Any, Any]: ...
+    async def stale_flights(self, now: datetime) -> list[StaleFlight]: ...
+    def insert_requests(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def valid_record_in(self, tx: Tx, key: Key, now: datetime) -> Any: ...
+    def join_flight(self, tx: Tx, key: Key, *, leader: str, now: datetime, lease_until: datetime
+                    ) -> tuple[str, int]: ...
+    def drop_flight(self, tx: Tx, key: Key, *, leader: str) -> bool: ...
+    def mark_served(self, tx: Tx, request_id: str, *, record_id: int, now: datetime) -> None: ...
+    def put_record(self, tx: Tx, key: Key, values: dict[str, Any]) -> int: ...
+    def resolve_waiting(self, tx: Tx, key: Key, *, state: str, record_id: int | None, now: datetime,
+                        error: str | None) -> list[Any]: ...
+    def renew(self, tx: Tx, key: Key, *, leader: str, until: datetime) -> None: ...
+    def retry_later(self, tx: Tx, key: Key, *, leader: str, retry: FlightRetry) -> bool: ...
+    def take_over(self, tx: Tx, key: Key, *, old: str, new: str, now: datetime, lease_until: datetime) -> Any: ...
 
 
 @dataclass
@@ -99,16 +114,14 @@ class _Landing:
 class DocumentService:
     """POST /v1/document-requests and GET /v1/document-requests/{id}; the flights run as background tasks."""
 
-    def __init__(self, *, store: Store, mappings: Mappings, adapters: dict[str, Any], transport: Transport,
-                 signer: Signer | None, verifier: CounterpartVerifier, accepter: Accepter, cipher: PiiCipher,
-                 clock: Clock, metrics: Metrics, events: SecurityEvents, lease_s: float = 60.0,
-                 sweep_interval_s: float = 5.0) -> None:
+    def __init__(self, *, store: HopWriter, documents: DocumentRows, mappings: Mappings, adapters: dict[str, Any],
+                 exchange: OutboundExchange, accepter: Accepter, cipher: PiiCipher, clock: Clock, metrics: Metrics,
+                 events: SecurityEvents, lease_s: float = 60.0, sweep_interval_s: float = 5.0) -> None:
         self.store = store
+        self.documents = documents
         self.mappings = mappings
         self.adapters = adapters
-        self.transport = transport
-        self.signer = signer
-        self.verifier = verifier
+        self.exchange = exchange
         self.accepter = accepter
         self.cipher = cipher
         self.clock = clock
@@ -209,8 +222,7 @@ class DocumentService:
             if known.expires_at > now:
                 return known
             del self._valid[key]
-        async with self.store.engines.read.connect() as conn:
-            record = (await conn.execute(select(records).where(key.where(records), records.c.expires_at > now))).first()
+        record = await self.documents.valid_record(key, now)
         if record is not None:
             if len(self._valid) >= VALID_CACHE_SIZE:
                 self._valid.pop(next(iter(self._valid)))  # the oldest entry
@@ -224,55 +236,44 @@ class DocumentService:
             error=f"document request {request['request_id']}: {request['record_kind']} record {record_id}",
             client=request["client_id"], iin_hash=request.get("subject"), case_id=request.get("case_id"))
 
-    def _served_from_store(self, conn: Connection, items: list[tuple[dict[str, Any], Any]]) -> list[None]:
+    def _served_from_store(self, conn: Tx, items: list[tuple[dict[str, Any], Any]]) -> list[None]:
         rows, events = [], []
         for request, record in items:
             rows.append({**request, "state": "done", "record_id": record.id, "served_from": "store",
                          "completed_at": request["created_at"]})
             events.append(self._read_event(request, record.id, request["created_at"]))
-        conn.execute(document_requests.insert(), rows)
+        self.documents.insert_requests(conn, rows)
         self.store.insert_exchanges(conn, events)
         return [None] * len(items)
 
-    def _join(self, conn: Connection, joins: list[_Join]) -> list[_Join]:
+    def _join(self, conn: Tx, joins: list[_Join]) -> list[_Join]:
         """Record each request and join its record's flight, or start one (at most one per key, any process)."""
         for join in joins:
             req = join.request
             key = Key(req["record_kind"], req["subject"], req["instance"])
             now = req["created_at"]
-            conn.execute(document_requests.insert().values(**req))
-            # Upsert: a new key makes us the leader; an expired lease (crashed leader) is taken over; otherwise
-            # we join. The row lock also orders us against a leader landing its result (see _land).
-            stmt = dialect_insert(conn, flights).values(
-                record_kind=key.record_kind, subject=key.subject, instance=key.instance, leader=join.leader,
-                lease_until=now + self.lease, started_at=now, waiters=0)
-            taken = flights.c.lease_until < now
-            stmt = stmt.on_conflict_do_update(
-                index_elements=["record_kind", "subject", "instance"],
-                set_={"leader": _case(taken, join.leader, flights.c.leader),
-                      "lease_until": _case(taken, now + self.lease, flights.c.lease_until),
-                      "waiters": flights.c.waiters + 1},
-            ).returning(flights.c.leader, flights.c.waiters)
-            leader, waiters = conn.execute(stmt).one()
+            self.documents.insert_requests(conn, [req])
+            leader, waiters = self.documents.join_flight(conn, key, leader=join.leader, now=now,
+                                                         lease_until=now + self.lease)
             join.led = leader == join.leader
             join.joined = not join.led
-            record = conn.execute(select(records).where(key.where(records), records.c.expires_at > now)).first()
+            record = self.documents.valid_record_in(conn, key, now)
             if record is not None:  # a leader landed between our read and this transaction
                 if join.led and waiters == 0:
-                    conn.execute(delete(flights).where(key.where(flights), flights.c.leader == join.leader))
-                conn.execute(update(document_requests).where(document_requests.c.request_id == req["request_id"])
-                             .values(state="done", record_id=record.id, served_from="store", completed_at=now))
+                    self.documents.drop_flight(conn, key, leader=join.leader)
+                self.documents.mark_served(conn, req["request_id"], record_id=record.id, now=now)
                 self.store.insert_exchanges(conn, [self._read_event(req, record.id, now)])
                 join.record, join.led, join.joined = record, False, False
         return joins
 
     # --- the upstream call ---------------------------------------------------------------------
 
-    def _launch(self, key: Key, *, leader: str, iin: str, purpose: str, superseding: bool = False) -> None:
+    def _launch(self, key: Key, *, leader: str, iin: str, purpose: str, superseding: bool = False,
+                retry: FlightRetry = FlightRetry()) -> None:
         if key in self._flying and not superseding:
             return
         # Not tied to the request that started it: the requester may go away, the others still get the result.
-        task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose))
+        task = asyncio.create_task(self._fly(key, leader=leader, iin=iin, purpose=purpose, retry=retry))
         self._flying[key] = (task, leader)
         task.add_done_callback(lambda done: self._forget(key, done))
 
@@ -281,14 +282,16 @@ class DocumentService:
         if flight is not None and flight[0] is task:  # never a newer flight's entry
             del self._flying[key]
 
-    async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str) -> None:
+    async def _fly(self, key: Key, *, leader: str, iin: str, purpose: str, retry: FlightRetry) -> None:
         inst = self.mappings.instance(key.instance)
         kind = self.mappings.documents.records.get(key.record_kind)  # type: ignore[call-overload]
         landing = _Landing(key, leader, None, None, kind.validity_s if kind else 0.0, self.clock())
         try:
             if inst is None or kind is None:
                 raise _Failed(f"instance {key.instance} or kind {key.record_kind} is no longer configured")
-            landing.result = await self._ask(inst, key, iin=iin, purpose=purpose, landing=landing)
+            landing.result = await self._ask(inst, key, iin=iin, purpose=purpose, landing=landing, retry=retry)
+        except _Superseded:
+            return  # another process leads the flight now and lands it
         except _Failed as exc:
             landing.error = str(exc)
         except Exception as exc:  # noqa: BLE001
@@ -308,80 +311,81 @@ class DocumentService:
         for result in accepted:
             self.accepter.notify(result)
 
-    async def _ask(self, inst: Instance, key: Key, *, iin: str, purpose: str, landing: _Landing) -> RecordResult:
+    async def _ask(self, inst: Instance, key: Key, *, iin: str, purpose: str, landing: _Landing,
+                   retry: FlightRetry) -> RecordResult:
+        """Ask until an answer or the retry policy gives up. The policy's state is the flight row's, so a
+        successor that takes the flight over counts on from this one's attempts."""
         adapter = self.adapters.get(inst.counterpart)
         if adapter is None or not hasattr(adapter, "encode_lookup"):
             raise _Failed(f"{inst.counterpart} answers no record lookups")
         lookup_adapter: LookupAdapter = adapter
+        mappings = self.mappings.for_instance(inst)
         decider = RetryDecider(inst.retry)
         # Inside the lease, or another process would take over while this one still asks.
         deadline_s = min(inst.retry.deadline_s, self.lease.total_seconds() * 0.8)
-        first = self.clock()
-        attempt = 0
+        attempt = retry.attempts
+        first = retry.first_attempt_at
         lookup = RecordLookup(request_id=str(uuid.uuid4()), record_kind=key.record_kind, iin=iin, purpose=purpose)
+
+        def encode() -> WireRequest:
+            return lookup_adapter.encode_lookup(lookup, mappings=mappings, instance=inst,
+                                                context=EncodeContext(now=self.clock()))
+
+        def decode(response: WireResponse, received_at: datetime) -> RecordResult:
+            return lookup_adapter.decode_lookup(response, mappings=mappings, lookup=lookup,
+                                                context=DecodeContext(received_at=received_at))
+
+        if retry.next_attempt_at is not None:
+            await self._until(retry.next_attempt_at)
         while True:
             attempt += 1
-            failure, result, status, sent, got = await self._attempt(inst, lookup_adapter, lookup)
-            landing.exchanges.append({
-                "message_id": None, "delivery_id": None, "hop": "lookup", "peer": inst.name, "attempt": attempt,
-                "request_in_at": None, "request_out_at": sent, "response_in_at": got, "response_out_at": None,
-                "request_bytes": None, "response_bytes": None, "status_code": status,
-                "result": "ok" if failure is None else "failed", "iin_hash": key.subject,
-                "error": f"{key.record_kind} lookup {lookup.request_id}" + (f": {failure.reason}" if failure else "")})
+            first = first or self.clock()
+            hop = await self.exchange.call(inst, encode=encode, decode=decode)
+            failure = hop.failure
+            landing.exchanges.append(hop_row(
+                hop="lookup", peer=inst.name, attempt=attempt, request_out_at=hop.sent_at or first,
+                response_in_at=hop.answered_at, status_code=hop.status,
+                result="ok" if failure is None else "failed", iin_hash=key.subject,
+                error=f"{key.record_kind} lookup {lookup.request_id}" + (f": {failure.reason}" if failure else "")))
             self.metrics.document_upstream.labels(key.record_kind, inst.name,
                                                   "ok" if failure is None else "failed").inc()
-            if failure is None and result is not None:
-                return result
+            if failure is None and hop.result is not None:
+                return hop.result
             assert failure is not None
             now = self.clock()
             decision = decider.decide(failure, attempt=attempt, first_attempt_at=first, now=now)
             if decision.retry_in is None or (now - first).total_seconds() + decision.retry_in > deadline_s:
                 raise _Failed(decision.reason or failure.reason)
-            await asyncio.sleep(decision.retry_in)
+            due = now + timedelta(seconds=decision.retry_in)
+            written, landing.exchanges = landing.exchanges, []
+            kept = await self.store.committer.submit(
+                self._retry_later, (key, landing.leader, FlightRetry(attempt, first, due), written))
+            if not kept:
+                raise _Superseded()
+            await self._until(due)
 
-    async def _attempt(self, inst: Instance, adapter: LookupAdapter, lookup: RecordLookup
-                       ) -> tuple[DeliveryFailure | None, RecordResult | None, int | None, datetime, datetime | None]:
-        now = self.clock()
-        try:
-            wire = adapter.encode_lookup(lookup, mappings=self.mappings.for_instance(inst), instance=inst,
-                                         context=EncodeContext(now=now))
-            if self.signer is not None:
-                wire = self.signer.sign(wire, instance=inst)
-        except (GatewayError, ValueError, KeyError) as exc:
-            return DeliveryFailure(f"cannot encode the lookup: {exc}", retryable=False), None, None, now, None
-        sent = self.clock()
-        try:
-            response = await self.transport.send(inst, wire)
-        except Exception as exc:  # noqa: BLE001
-            return classify_transport_error(exc), None, None, sent, self.clock()
-        got = self.clock()
-        if not 200 <= response.status < 300:
-            retry_after = parse_retry_after(response.header("retry-after"), now=got)
-            return classify_status(response.status, policy=inst.retry, retry_after=retry_after), None, \
-                response.status, sent, got
-        try:
-            response, _ = await self.verifier.verify_response(inst, request=wire, response=response)
-        except CounterpartSignatureError as exc:
-            return DeliveryFailure(f"response signature refused ({exc.reason}): {exc.detail}", retryable=False), \
-                None, response.status, sent, got
-        try:
-            result = adapter.decode_lookup(response, mappings=self.mappings.for_instance(inst), lookup=lookup,
-                                           context=DecodeContext(received_at=got))
-        except (WireDecodeError, ValidationError, ValueError, KeyError) as exc:
-            return DeliveryFailure(f"undecodable answer from {inst.name}: {exc}", retryable=False), None, \
-                response.status, sent, got
-        return None, result, response.status, sent, got
+    async def _until(self, due: datetime) -> None:
+        """Wait for a retry's due time (the clock is injected; the wait is the loop's timer)."""
+        delay = (due - self.clock()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
 
-    def _land(self, conn: Connection, landings: list[_Landing]) -> list[list]:
+    def _retry_later(self, conn: Tx, items: list[tuple[Key, str, FlightRetry, list[dict[str, Any]]]]
+                     ) -> list[bool]:
+        out = []
+        for key, leader, retry, hops in items:
+            self.store.insert_exchanges(conn, hops)
+            out.append(self.documents.retry_later(conn, key, leader=leader, retry=retry))
+        return out
+
+    def _land(self, conn: Tx, landings: list[_Landing]) -> list[list]:
         """The flight's result: the record (never a failure), every waiting request resolved, results pushed."""
         out: list[list] = []
         for landing in landings:
             key, now = landing.key, landing.now
             # First: this takes the flight row's lock, so requests joining right now are committed before we
             # resolve the waiting ones below (or they see our record and resolve themselves).
-            owner = conn.execute(delete(flights).where(key.where(flights),
-                                                       flights.c.leader == landing.leader)).rowcount == 1
-            if not owner:
+            if not self.documents.drop_flight(conn, key, leader=landing.leader):
                 # The lease ran out and another flight took over: it stores the record and resolves the waiting
                 # requests, so a record stays unchanged while valid (processes keep copies until expires_at).
                 self.store.insert_exchanges(conn, landing.exchanges)
@@ -392,23 +396,12 @@ class DocumentService:
             if result is not None:
                 data = self.cipher.encrypt(orjson.dumps(result.data).decode(), context="record") if result.found \
                     else None
-                values = {"status": "found" if result.found else "not_found", "data": data, "as_of": result.as_of,
-                          "fetched_at": now, "expires_at": now + timedelta(seconds=landing.validity_s),
-                          "request_id": landing.leader.split(":", 1)[1]}
-                stmt = dialect_insert(conn, records).values(record_kind=key.record_kind, subject=key.subject,
-                                                            instance=key.instance, **values)
-                stmt = stmt.on_conflict_do_update(index_elements=["record_kind", "subject", "instance"], set_=values)
-                conn.execute(stmt)
-                record_id = conn.execute(select(records.c.id).where(key.where(records))).scalar_one()
-            state = "done" if result is not None else "failed"
-            waiting = conn.execute(
-                update(document_requests)
-                .where(key.where(document_requests), document_requests.c.state == "pending")
-                .values(state=state, record_id=record_id, served_from="upstream" if record_id else None,
-                        completed_at=now, error=landing.error)
-                .returning(document_requests.c.request_id, document_requests.c.case_id,
-                           document_requests.c.client_id, document_requests.c.created_at)
-            ).all()
+                record_id = self.documents.put_record(conn, key, {
+                    "status": "found" if result.found else "not_found", "data": data, "as_of": result.as_of,
+                    "fetched_at": now, "expires_at": now + timedelta(seconds=landing.validity_s),
+                    "request_id": landing.leader.split(":", 1)[1]})
+            waiting = self.documents.resolve_waiting(conn, key, state="done" if result is not None else "failed",
+                                                     record_id=record_id, now=now, error=landing.error)
             self.store.insert_exchanges(conn, landing.exchanges)
             if record_id is not None:
                 self.store.insert_exchanges(conn, [
@@ -436,12 +429,7 @@ class DocumentService:
     # --- reading and recovery ------------------------------------------------------------------
 
     async def get(self, *, principal: Principal, request_id: str) -> dict[str, Any]:
-        async with self.store.engines.read.connect() as conn:
-            req = (await conn.execute(select(document_requests)
-                                      .where(document_requests.c.request_id == request_id))).first()
-            record = None
-            if req is not None and req.record_id is not None:
-                record = (await conn.execute(select(records).where(records.c.id == req.record_id))).first()
+        req, record = await self.documents.request_with_record(request_id)
         # Each requester sees only its own requests: another client's request does not exist for it.
         if req is None or req.client_id != principal.client_id:
             raise NotFound(f"no document request {request_id}")
@@ -472,46 +460,33 @@ class DocumentService:
             # A slow upstream call keeps its flight while this process lives; only a silent process loses it.
             leaders = [(key, leader) for key, (_, leader) in self._flying.items()]
             await self.store.committer.submit(self._renew, (leaders, now + self.lease))
-        async with self.store.engines.read.connect() as conn:
-            stale = (await conn.execute(select(flights).where(flights.c.lease_until < now))).all()
         taken = 0
-        for row in stale:
-            key = Key(row.record_kind, row.subject, row.instance)
+        for stale in await self.documents.stale_flights(now):
             leader = f"{self.process}:{uuid.uuid4()}"
-            pending = await self.store.committer.submit(self._take_over, (key, row.leader, leader, now))
+            pending = await self.store.committer.submit(self._take_over, (stale.key, stale.leader, leader, now))
             if pending is None:
                 continue
             iin = self.cipher.decrypt(pending.iin, context="iin")
             # A flight of this process that lost its lease (the process stalled) lands as a non-owner: superseded.
-            self._launch(key, leader=leader, iin=iin, purpose=pending.purpose, superseding=True)
+            self._launch(stale.key, leader=leader, iin=iin, purpose=pending.purpose, superseding=True,
+                         retry=stale.retry)
             taken += 1
         return taken
 
-    def _renew(self, conn: Connection, items: list[tuple[list[tuple[Key, str]], datetime]]) -> list[None]:
+    def _renew(self, conn: Tx, items: list[tuple[list[tuple[Key, str]], datetime]]) -> list[None]:
         for leaders, until in items:
             for key, leader in leaders:
-                conn.execute(update(flights).where(key.where(flights), flights.c.leader == leader)
-                             .values(lease_until=until))
+                self.documents.renew(conn, key, leader=leader, until=until)
         return [None] * len(items)
 
-    def _take_over(self, conn: Connection, items: list[tuple[Key, str, str, datetime]]) -> list[Any]:
-        out = []
-        for key, old, new, now in items:
-            moved = conn.execute(update(flights).where(key.where(flights), flights.c.leader == old,
-                                                       flights.c.lease_until < now)
-                                 .values(leader=new, lease_until=now + self.lease)).rowcount
-            pending = conn.execute(select(document_requests.c.iin, document_requests.c.purpose)
-                                   .where(key.where(document_requests), document_requests.c.state == "pending")
-                                   .limit(1)).first() if moved else None
-            if moved and pending is None:  # nobody is waiting any more
-                conn.execute(delete(flights).where(key.where(flights), flights.c.leader == new))
-            out.append(pending)
-        return out
+    def _take_over(self, conn: Tx, items: list[tuple[Key, str, str, datetime]]) -> list[Any]:
+        return [self.documents.take_over(conn, key, old=old, new=new, now=now, lease_until=now + self.lease)
+                for key, old, new, now in items]
 
 
 class _Failed(Exception):
     """The upstream call failed for good (by the retry policy): no record is stored."""
 
 
-def _case(condition: Any, then: Any, otherwise: Any) -> Any:
-    return case((condition, then), else_=otherwise)
+class _Superseded(Exception):
+    """Another process took the flight over while this one waited to retry: it lands the result."""

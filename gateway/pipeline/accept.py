@@ -8,14 +8,12 @@ from datetime import datetime, timedelta
 from typing import Any, Callable, Protocol
 
 import orjson
-from sqlalchemy.engine import Connection
 
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
-from gateway.pipeline.ports import derived_message_id
+from gateway.pipeline.ports import AcceptStore, ClaimedDelivery, Tx, derived_message_id
 from gateway.wire import Clock
 from gateway.pipeline.routing import Router
-from gateway.storage.store import ClaimedDelivery, Store
 
 MATRIX_SOURCE = "routing-matrix"
 REPLY_STATUS = {"referral.accepted": "accepted", "referral.completed": "completed", "referral.rejected": "rejected"}
@@ -53,8 +51,46 @@ class Dispatcher(Protocol):
     worker_id: str
     lease: timedelta
 
-    def take(self, conn: Connection, instance: str) -> bool:
+    def take(self, tx: Tx, instance: str) -> bool:
         """Count one more claim on `instance` in this transaction, if the worker has room for it."""
+
+    def dispatch(self, claimed: tuple[ClaimedDelivery, ...]) -> None:
+        """Start attempts for deliveries claimed in a transaction that committed."""
+
+    def wake(self) -> None:
+        """Look for due deliveries now rather than at the next poll."""
+
+
+class Handoff:
+    """The seat a running worker takes so acceptance hands it new deliveries: claimed in the accepting
+    transaction, started once it commits. Empty in a process that runs no worker: deliveries wait for a poll."""
+
+    def __init__(self) -> None:
+        self._seated: Dispatcher | None = None
+        self._worker: Dispatcher | None = None  # stays after it stands up: claims it took still start with it
+
+    def attach(self, worker: Dispatcher) -> None:
+        self._seated = self._worker = worker
+
+    def detach(self, worker: Dispatcher) -> None:
+        if self._seated is worker:
+            self._seated = None
+
+    def claim(self, tx: Tx, instance: str) -> tuple[str, timedelta] | None:
+        """(worker id, lease) when the seated worker takes a delivery to `instance` in this transaction."""
+        worker = self._seated
+        if worker is None or not worker.take(tx, instance):
+            return None
+        return worker.worker_id, worker.lease
+
+    def committed(self, result: "Accepted") -> None:
+        worker = self._worker
+        if worker is None:
+            return
+        if result.dispatched:
+            worker.dispatch(result.dispatched)
+        if result.queued > len(result.dispatched):
+            worker.wake()
 
 
 def _conflict(message_id: str) -> MessageConflict:
@@ -64,13 +100,14 @@ def _conflict(message_id: str) -> MessageConflict:
 
 
 class Accepter:
-    def __init__(self, *, store: Store, router: Router, clock: Clock, status_url: Callable[[str], str]) -> None:
+    def __init__(self, *, store: AcceptStore, router: Router, clock: Clock, status_url: Callable[[str], str],
+                 handoff: Handoff | None = None) -> None:
         self.store = store
         self.router = router
         self.clock = clock
         self.status_url = status_url
+        self.handoff = handoff or Handoff()
         self.listeners: list[Callable[[Accepted], None]] = []
-        self.dispatcher: Dispatcher | None = None
 
     async def accept(self, *, message: AnyMessage, source: str, request_bytes: int = 0, raw: bytes | None = None,
                      client: str | None = None, signer: str | None = None) -> Accepted:
@@ -95,10 +132,11 @@ class Accepter:
     def notify(self, result: Accepted) -> None:
         for listener in self.listeners:
             listener(result)
+        self.handoff.committed(result)
         for derived in result.derived:
             self.notify(derived)
 
-    def accept_many(self, conn: Connection, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
+    def accept_many(self, tx: Tx, batch: list[Incoming]) -> list[Accepted | MessageConflict]:
         """The transactional core, also used when a delivery's replies are recorded with its attempt.
 
         Every statement covers the whole batch; order within the batch is kept (a case registered
@@ -127,8 +165,8 @@ class Accepter:
                 "content_hash": hashes[i], "content": content, "accept_response": orjson.dumps(response).decode(),
             })
             results[i] = Accepted(message_id, msg.type, inc.source, False, response)
-        inserted = self.store.insert_messages(conn, rows)
-        existing = self.store.existing_messages(conn, [r["message_id"] for r in rows
+        inserted = self.store.insert_messages(tx, rows)
+        existing = self.store.existing_messages(tx, [r["message_id"] for r in rows
                                                              if r["message_id"] not in inserted])
         new: list[int] = []
         for i, inc in enumerate(batch):
@@ -144,16 +182,16 @@ class Accepter:
                               if hashes[j] == hashes[i] and isinstance(original, Accepted) else _conflict(message_id))
             else:
                 new.append(i)
-        routed = self._route(conn, [batch[i] for i in new])
+        routed = self._route(tx, [batch[i] for i in new])
         for i, (count, claimed) in zip(new, routed):
             results[i] = replace(results[i], queued=count, dispatched=claimed)
         for i in new:
             derived = self._matrix_referrals(batch[i])
             if derived:
-                outcome = self.accept_many(conn, derived)
+                outcome = self.accept_many(tx, derived)
                 results[i] = replace(results[i], derived=tuple(r for r in outcome if isinstance(r, Accepted)))
         now = self.clock()
-        self.store.insert_exchanges(conn, [
+        self.store.insert_exchanges(tx, [
             {
                 "message_id": str(inc.message.message_id), "delivery_id": None, "hop": inc.hop,
                 "peer": inc.source, "attempt": None, "request_in_at": inc.received_at, "request_out_at": None,
@@ -194,7 +232,7 @@ class Accepter:
         return out
 
     def _route(
-        self, conn: Connection, batch: list[Incoming]
+        self, tx: Tx, batch: list[Incoming]
     ) -> list[tuple[int, tuple[ClaimedDelivery, ...]]]:
         """Record cases and referrals, create deliveries; per message: how many queued, which claimed.
 
@@ -202,27 +240,26 @@ class Accepter:
         usual lease), so it starts as soon as the transaction commits: no claim round trip, no poll.
         A crash before the attempt leaves a claim whose lease brings it back, as for any claim."""
         registered = [inc for inc in batch if inc.message.type == "case.registered"]
-        self.store.upsert_cases(conn, [
+        self.store.upsert_cases(tx, [
             {"case_id": inc.message.case_id, "region": inc.message.body.region,
              "registered_message_id": str(inc.message.message_id)} for inc in registered
         ])
-        known = self.store.case_registrations(conn, {inc.message.case_id for inc in batch})
+        known = self.store.case_registrations(tx, {inc.message.case_id for inc in batch})
         regions = {case_id: region for case_id, (region, _) in known.items()}
         if registered:
-            self._unpark(conn, {inc.message.case_id for inc in registered}, regions)
-        self.store.insert_referrals(conn, [
+            self._unpark(tx, {inc.message.case_id for inc in registered}, regions)
+        self.store.insert_referrals(tx, [
             {"referral_id": inc.message.body.referral_id, "case_id": inc.message.case_id,
              "kind": inc.message.body.kind, "risk_id": inc.message.body.risk_id,
              "request_message_id": str(inc.message.message_id), "status": "requested",
              "updated_at": inc.received_at}
             for inc in batch if inc.message.type == "referral.requested"
         ])
-        self.store.set_referral_statuses(conn, [
+        self.store.set_referral_statuses(tx, [
             {"b_referral_id": inc.message.body.referral_id, "status": REPLY_STATUS[inc.message.type],
              "updated_at": inc.received_at}
             for inc in batch if inc.message.type in REPLY_STATUS
         ])
-        dispatcher = self.dispatcher
         deliveries: list[dict[str, Any]] = []
         owners: list[int] = []  # index in batch of each delivery row
         for index, inc in enumerate(batch):
@@ -234,13 +271,14 @@ class Accepter:
                     "next_attempt_at": inc.received_at, "created_at": inc.received_at, "reason": r.reason,
                     "claimed_by": None, "lease_until": None, "first_attempt_at": None,
                 }
-                if dispatcher is not None and r.instance is not None:
-                    if dispatcher.take(conn, r.instance):
-                        row.update(state="in_flight", attempts=1, claimed_by=dispatcher.worker_id,
-                                   lease_until=inc.received_at + dispatcher.lease, first_attempt_at=inc.received_at)
+                seat = self.handoff.claim(tx, r.instance) if r.instance is not None else None
+                if seat is not None:
+                    worker_id, lease = seat
+                    row.update(state="in_flight", attempts=1, claimed_by=worker_id,
+                               lease_until=inc.received_at + lease, first_attempt_at=inc.received_at)
                 deliveries.append(row)
                 owners.append(index)
-        ids = self.store.insert_deliveries(conn, deliveries)
+        ids = self.store.insert_deliveries(tx, deliveries)
         queued = [0] * len(batch)
         claimed: list[list[ClaimedDelivery]] = [[] for _ in batch]
         for delivery_id, row, index in zip(ids, deliveries, owners):
@@ -255,14 +293,14 @@ class Accepter:
                 ))
         return [(q, tuple(c)) for q, c in zip(queued, claimed)]
 
-    def _unpark(self, conn: Connection, case_ids: set[str], regions: dict[str, str]) -> None:
+    def _unpark(self, tx: Tx, case_ids: set[str], regions: dict[str, str]) -> None:
         """Deliveries that waited for these cases' regions are routed now."""
         now = self.clock()
-        for delivery_id, counterpart, content in self.store.parked_for_cases(conn, case_ids):
+        for delivery_id, counterpart, content in self.store.parked_for_cases(tx, case_ids):
             parked = parse_message(content)
             for route in self.router.routes(parked, region=regions.get(parked.case_id), source=""):
                 if route.counterpart == counterpart:
-                    self.store.reroute(conn, delivery_id, instance=route.instance, reason=route.reason,
+                    self.store.reroute(tx, delivery_id, instance=route.instance, reason=route.reason,
                                              now=now)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import threading
 import time
@@ -13,9 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from pydantic import ValidationError
-from sqlalchemy.engine import Connection
 
-from gateway.canonical.errors import GatewayError, WireDecodeError
 from gateway.canonical.messages import AnyMessage, CaseRegistered, parse_message
 from gateway.loops import Loop
 from gateway.mapping import Instance, Mappings
@@ -24,25 +21,17 @@ from gateway.pipeline.accept import Accepter, Incoming
 from gateway.wire import Clock
 from gateway.pipeline.ports import (
     Adapter,
+    ClaimedDelivery,
     DecodeContext,
+    DeliveryStore,
     EncodeContext,
-    Signer,
+    Tx,
     WireRequest,
     WireResponse,
 )
-from gateway.pipeline.retry import (
-    CircuitBreaker,
-    DeliveryFailure,
-    RetryDecider,
-    classify_status,
-    classify_transport_error,
-    parse_retry_after,
-    reason_class,
-)
-from gateway.pipeline.transport import Transport
-from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
-from gateway.storage.batch import UNDO
-from gateway.storage.store import ClaimedDelivery, Store
+from gateway.pipeline.exchange import Hop, OutboundExchange
+from gateway.pipeline.retry import CircuitBreaker, DeliveryFailure, RetryDecider, reason_class
+from gateway.storage.hops import hop_row
 
 log = logging.getLogger("gateway.delivery")
 
@@ -58,46 +47,52 @@ class WorkerSettings:
 class _Attempt:
     delivery: ClaimedDelivery
     instance: Instance | None
-    sent_at: datetime | None = None
-    responded_at: datetime | None = None
-    request_bytes: int = 0
-    response: WireResponse | None = None
+    hop: Hop[tuple[AnyMessage, ...]] | None = None  # None when nothing could be tried (no instance, no adapter)
     failure: DeliveryFailure | None = None
-    signer: str | None = None  # the pinned key that verified the response
-    request_raw: bytes | None = None  # the bytes sent, as signed
     case_id: str | None = None
-    replies: tuple[AnyMessage, ...] = ()
     now: datetime | None = None
     state: str = ""
     reason: str | None = None
     next_at: datetime | None = None
+
+    @property
+    def sent_at(self) -> datetime | None:
+        return self.hop.sent_at if self.hop else None
+
+    @property
+    def responded_at(self) -> datetime | None:
+        return self.hop.answered_at if self.hop else None
+
+    @property
+    def response(self) -> WireResponse | None:
+        return self.hop.response if self.hop else None
+
+    @property
+    def replies(self) -> tuple[AnyMessage, ...]:
+        return (self.hop.result or ()) if self.hop and self.failure is None else ()
 
 
 class DeliveryWorker:
     def __init__(
         self,
         *,
-        store: Store,
+        store: DeliveryStore,
         accepter: Accepter,
         adapters: dict[str, Adapter],
         mappings: Mappings,
-        transport: Transport,
+        exchange: OutboundExchange,
         clock: Clock,
         metrics: Metrics,
         settings: WorkerSettings = WorkerSettings(),
-        signer: Signer | None = None,
-        verifier: CounterpartVerifier | None = None,
     ) -> None:
         self.store = store
         self.accepter = accepter
         self.adapters = adapters
         self.mappings = mappings
-        self.transport = transport
+        self.exchange = exchange
         self.clock = clock
         self.metrics = metrics
         self.settings = settings
-        self.signer = signer
-        self.verifier = verifier
         self.worker_id = f"w-{uuid.uuid4().hex[:12]}"
         self.breaker = CircuitBreaker()
         self._deciders = {i.name: RetryDecider(i.retry) for i in mappings.outbound_instances}
@@ -122,8 +117,8 @@ class DeliveryWorker:
         longest = max((i.timeout_s for i in self.mappings.outbound_instances), default=0.0)
         return timedelta(seconds=max(self.settings.lease_s, longest * 1.5))
 
-    def take(self, conn: Connection, instance: str) -> bool:
-        """Claim a slot for a delivery accepted in `conn`'s transaction; False while stopping, when the breaker
+    def take(self, tx: Tx, instance: str) -> bool:
+        """Claim a slot for a delivery accepted in `tx`'s transaction; False while stopping, when the breaker
         is not closed or the limits are reached. The slot is given back if the transaction does not commit."""
         if not self.loop.running or self._stopping:
             return False
@@ -135,17 +130,17 @@ class DeliveryWorker:
                     or self._in_flight[instance] >= inst.max_in_flight):
                 return False
             self._in_flight[instance] += 1
-        conn.info[UNDO].append(lambda: self._release_slots((instance,)))
+        self.store.on_rollback(tx, lambda: self._release_slots((instance,)))
         return True
 
-    def _hold(self, conn: Connection, claimed: list[ClaimedDelivery]) -> None:
+    def _hold(self, tx: Tx, claimed: list[ClaimedDelivery]) -> None:
         if not claimed:
             return
         instances = tuple(d.instance for d in claimed)
         with self._slots:
             for name in instances:
                 self._in_flight[name] += 1
-        conn.info[UNDO].append(lambda: self._release_slots(instances))
+        self.store.on_rollback(tx, lambda: self._release_slots(instances))
 
     def _release_slots(self, instances: tuple[str, ...]) -> None:
         with self._slots:
@@ -179,11 +174,13 @@ class DeliveryWorker:
         self._stopping = False
         log.info("delivery worker started", extra={"worker": self.worker_id})
         self.loop.start()
+        self.accepter.handoff.attach(self)
 
     async def stop(self, *, grace_s: float = 5.0) -> None:
         """Stop claiming, let attempts under way finish for up to `grace_s`, then cut the rest short and hand
         their claims back (with the store down, their lease brings them back instead). Never raises."""
         deadline = time.monotonic() + grace_s
+        self.accepter.handoff.detach(self)
         self._stopping = True
         await self.loop.stop(timeout_s=min(grace_s, 5.0), interrupt=False)
         if self._tasks:
@@ -204,9 +201,9 @@ class DeliveryWorker:
             log.warning("claims left to their lease at shutdown (%s: %s)", type(exc).__name__, exc,
                         extra={"deliveries": len(ids)})
 
-    def _release_many(self, conn: Connection, items: list[tuple[list[int], datetime]]) -> list[None]:
+    def _release_many(self, tx: Tx, items: list[tuple[list[int], datetime]]) -> list[None]:
         for ids, now in items:
-            self.store.release_claims(conn, ids, worker=self.worker_id, now=now)
+            self.store.release_claims(tx, ids, worker=self.worker_id, now=now)
         return [None] * len(items)
 
     async def _step(self) -> float:
@@ -251,7 +248,7 @@ class DeliveryWorker:
         self.metrics.in_flight.set(self._total_in_flight())
         return len(claimed)
 
-    def _claim_many(self, conn: Connection, requests: list[float]) -> list:
+    def _claim_many(self, tx: Tx, requests: list[float]) -> list:
         # Claims share the batch's transaction with accepts and attempt records: one writer, fewer commits. The
         # room is worked out here, in the transaction, after any acceptance earlier in the same batch took some.
         out = []
@@ -275,16 +272,16 @@ class DeliveryWorker:
                 # holds; a half-open one probes with a delivery that failed, not one never tried.
                 limit = min(room, free - len(got))
                 probes = self.breaker.probes(name) if self.breaker.is_half_open(name) else ()
-                taken = self.store.claim_in(conn, worker=self.worker_id, now=now, limit=limit, lease=self.lease,
+                taken = self.store.claim_in(tx, worker=self.worker_id, now=now, limit=limit, lease=self.lease,
                                             only=(name,), ids=probes) if probes else []
                 if not taken:
-                    taken = self.store.claim_in(conn, worker=self.worker_id, now=now, limit=limit,
+                    taken = self.store.claim_in(tx, worker=self.worker_id, now=now, limit=limit,
                                                 lease=self.lease, only=(name,))
                 got += taken
             if free - len(got) > 0:
-                got += self.store.claim_in(conn, worker=self.worker_id, now=now, limit=free - len(got),
+                got += self.store.claim_in(tx, worker=self.worker_id, now=now, limit=free - len(got),
                                            lease=self.lease, exclude=exclude)
-            self._hold(conn, got)
+            self._hold(tx, got)
             out.append(got)
         return out
 
@@ -310,61 +307,30 @@ class DeliveryWorker:
                                               retryable=False)
             return attempt
         adapter = self.adapters.get(instance.counterpart)
+        mappings = self.mappings.for_instance(instance)
         try:
             message = parse_message(delivery.content)
-            attempt.case_id = message.case_id
-            if adapter is None:
-                raise GatewayError(f"no adapter for counterpart {instance.counterpart}")
-            case = parse_message(delivery.case_content) if delivery.case_content else None
-            context = EncodeContext(now=self.clock(), case=case if isinstance(case, CaseRegistered) else None)
-            wire: WireRequest = adapter.encode(message, mappings=self.mappings.for_instance(instance), instance=instance,
-                                                context=context)
-        except (GatewayError, ValidationError, ValueError, KeyError) as exc:
+        except (ValidationError, ValueError) as exc:
             attempt.failure = DeliveryFailure(f"cannot encode for {instance.counterpart}: {exc}", retryable=False)
             return attempt
-        if self.signer is not None:
-            try:
-                wire = self.signer.sign(wire, instance=instance)
-            except Exception as exc:  # noqa: BLE001
-                attempt.failure = DeliveryFailure(f"cannot sign for {instance.name}: {type(exc).__name__}: {exc}",
-                                                  retryable=False)
-                return attempt
-        attempt.request_bytes = len(wire.body)
-        attempt.request_raw = wire.body
-        attempt.sent_at = self.clock()
-        try:
-            response = await self.transport.send(instance, wire)
-        except Exception as exc:  # noqa: BLE001
-            attempt.responded_at = self.clock()
-            attempt.failure = classify_transport_error(exc)
+        attempt.case_id = message.case_id
+        if adapter is None:
+            attempt.failure = DeliveryFailure(
+                f"cannot encode for {instance.counterpart}: no adapter for counterpart {instance.counterpart}",
+                retryable=False)
             return attempt
-        attempt.responded_at = self.clock()
-        attempt.response = response
-        if 200 <= response.status < 300 and self.verifier is not None:
-            try:
-                # Only what verifies is decoded: for ЦОН, only the signed part of the envelope.
-                response, identity = await self.verifier.verify_response(instance, request=wire, response=response)
-                attempt.signer = identity.keyid
-            except CounterpartSignatureError as exc:
-                # The counterpart may have acted on the request, so a blind retry is wrong: dead-letter for a person.
-                attempt.failure = DeliveryFailure(f"response signature refused ({exc.reason}): {exc.detail}",
-                                                  retryable=False)
-                return attempt
-        if 200 <= response.status < 300:
-            try:
-                attempt.replies = tuple(
-                    adapter.decode_response(
-                        response,
-                        mappings=self.mappings.for_instance(instance),
-                        request=message,
-                        context=DecodeContext(received_at=attempt.responded_at),
-                    )
-                )
-            except (WireDecodeError, ValidationError, ValueError, KeyError) as exc:
-                attempt.failure = DeliveryFailure(f"undecodable reply from {instance.name}: {exc}", retryable=False)
-        else:
-            retry_after = parse_retry_after(response.header("retry-after"), now=attempt.responded_at)
-            attempt.failure = classify_status(response.status, policy=instance.retry, retry_after=retry_after)
+
+        def encode() -> WireRequest:
+            case = parse_message(delivery.case_content) if delivery.case_content else None
+            context = EncodeContext(now=self.clock(), case=case if isinstance(case, CaseRegistered) else None)
+            return adapter.encode(message, mappings=mappings, instance=instance, context=context)
+
+        def decode(response: WireResponse, received_at: datetime) -> tuple[AnyMessage, ...]:
+            return tuple(adapter.decode_response(response, mappings=mappings, request=message,
+                                                 context=DecodeContext(received_at=received_at)))
+
+        attempt.hop = await self.exchange.call(instance, encode=encode, decode=decode)
+        attempt.failure = attempt.hop.failure
         return attempt
 
     def _settle(self, attempt: _Attempt, now: datetime) -> None:
@@ -391,28 +357,25 @@ class DeliveryWorker:
             self.accepter.notify(result)
         self._account(attempt, attempt.state, (attempt.delivery.counterpart, attempt.delivery.instance))
 
-    def _record_many(self, conn: Connection, batch: list[_Attempt]) -> list[list]:
+    def _record_many(self, tx: Tx, batch: list[_Attempt]) -> list[list]:
         """Attempt rows, delivery states and the replies, for a batch of attempts, in one transaction."""
-        owners = self.store.claim_owners(conn, [a.delivery.id for a in batch])
-        self.store.finish_attempts(conn, [
+        owners = self.store.claim_owners(tx, [a.delivery.id for a in batch])
+        self.store.finish_attempts(tx, [
             {"b_id": a.delivery.id, "b_worker": self.worker_id, "state": a.state,
              "next_attempt_at": a.next_at or a.now, "finished_at": a.now if a.state in ("delivered", "dead") else None,
              "last_status": a.response.status if a.response else None, "reason": a.reason}
             for a in batch
         ])
-        self.store.insert_exchanges(conn, [
-            {
-                "message_id": a.delivery.message_id, "delivery_id": a.delivery.id, "hop": "attempt",
-                "peer": a.delivery.instance, "attempt": a.delivery.attempts, "request_in_at": None,
-                "request_out_at": a.sent_at, "response_in_at": a.responded_at, "response_out_at": a.now,
-                "request_bytes": a.request_bytes,
-                "response_bytes": len(a.response.body) if a.response else None,
-                "status_code": a.response.status if a.response else None,
-                "result": {"delivered": "delivered", "pending": "retry", "dead": "dead"}[a.state],
-                "error": a.reason,
-                "case_id": a.case_id, "signer": a.signer,
-                **_wire_for_log(a),
-            }
+        self.store.insert_exchanges(tx, [
+            hop_row(hop="attempt", message_id=a.delivery.message_id, delivery_id=a.delivery.id,
+                    peer=a.delivery.instance, attempt=a.delivery.attempts, request_out_at=a.sent_at,
+                    response_in_at=a.responded_at, response_out_at=a.now,
+                    request_bytes=len(a.hop.request.body) if a.hop and a.hop.request else 0,
+                    response_bytes=len(a.response.body) if a.response else None,
+                    status_code=a.response.status if a.response else None,
+                    result={"delivered": "delivered", "pending": "retry", "dead": "dead"}[a.state],
+                    error=a.reason, case_id=a.case_id, signer=a.hop.signer if a.hop else None,
+                    **(a.hop.wire_for_log() if a.hop else _nothing_sent(a)))
             for a in batch
         ])
         # A worker that lost its claim records the attempt but leaves the replies to the new owner.
@@ -427,7 +390,7 @@ class DeliveryWorker:
             ]
             replies.extend(items)
             counts.append(len(items))
-        results = self.accepter.accept_many(conn, replies) if replies else []
+        results = self.accepter.accept_many(tx, replies) if replies else []
         out: list[list] = []
         for n in counts:
             out.append([r for r in results[:n] if not isinstance(r, Exception)])
@@ -468,14 +431,8 @@ class DeliveryWorker:
         )
 
 
-def _wire_for_log(a: _Attempt) -> dict[str, object]:
-    """What the exchange log keeps of an attempt: the bytes, or only their hashes for a metadata-only instance."""
-    response = a.response.body if a.response is not None else None
+def _nothing_sent(a: _Attempt) -> dict[str, object]:
+    """The log's wire keys for an attempt that never reached the wire."""
     if a.instance is not None and not a.instance.log_bodies:
-        return {"request_hash": digest(a.request_raw) if a.request_raw is not None else None,
-                "response_hash": digest(response) if response is not None else None}
-    return {"request_raw": a.request_raw, "response_raw": response}
-
-
-def digest(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+        return {"request_hash": None, "response_hash": None}
+    return {"request_raw": None, "response_raw": None}

@@ -1,11 +1,11 @@
-"""Ports of the pipeline: the adapter protocol, contexts, the signer, and the id seam."""
+"""Ports of the pipeline: the adapter protocol and its contexts, the signer, the store, and the id seam."""
 
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, Callable, Collection, Protocol
 
 from gateway.wire import WireRequest, WireResponse
 
@@ -96,3 +96,65 @@ REPLY_NAMESPACE = uuid.UUID("6f1d7c1e-3b7a-4c53-9a55-2f0c7f6f2b10")
 
 def derived_message_id(source_id: uuid.UUID | str, suffix: str) -> uuid.UUID:
     return uuid.uuid5(REPLY_NAMESPACE, f"{source_id}/{suffix}")
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimedDelivery:
+    id: int
+    message_id: str
+    counterpart: str
+    instance: str
+    attempts: int  # including the one now claimed
+    first_attempt_at: datetime | None
+    content: bytes
+    case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
+    attempt_base: int = 0  # attempts before the last replay: the retry policy counts the ones after it
+
+    @property
+    def attempts_since_replay(self) -> int:
+        return self.attempts - self.attempt_base
+
+
+# --- the store, as the pipeline sees it --------------------------------------------------------------------------
+
+Tx = Any  # an open write transaction of the store, opaque above gateway/storage (there: a SQLAlchemy Connection)
+# A write job: takes every item of its kind in the group commit, returns one result (or exception) per item.
+Handler = Callable[[Tx, list[Any]], list[Any]]
+
+
+class WriteQueue(Protocol):
+    """Group commit: a caller resumes once the transaction holding its item has committed."""
+
+    async def submit(self, handler: Handler, item: Any) -> Any: ...
+
+
+class AcceptStore(Protocol):
+    """What accepting a message writes and reads, inside the accepting transaction."""
+
+    committer: WriteQueue
+
+    def insert_messages(self, tx: Tx, rows: list[dict[str, Any]]) -> set[str]: ...
+    def existing_messages(self, tx: Tx, message_ids: list[str]) -> dict[str, tuple[str, str]]: ...
+    def upsert_cases(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def case_registrations(self, tx: Tx, case_ids: set[str]) -> dict[str, tuple[str, bytes]]: ...
+    def insert_referrals(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def set_referral_statuses(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def insert_deliveries(self, tx: Tx, rows: list[dict[str, Any]]) -> list[int]: ...
+    def insert_exchanges(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def parked_for_cases(self, tx: Tx, case_ids: set[str]) -> list[tuple[int, str, bytes]]: ...
+    def reroute(self, tx: Tx, delivery_id: int, *, instance: str | None, reason: str | None,
+                now: datetime) -> None: ...
+    def on_rollback(self, tx: Tx, undo: Callable[[], None]) -> None:
+        """Run `undo` if this transaction does not commit (what a handler counted in memory is given back)."""
+
+
+class DeliveryStore(AcceptStore, Protocol):
+    """What the delivery worker claims, records and hands back."""
+
+    def claim_in(self, tx: Tx, *, worker: str, now: datetime, limit: int, lease: timedelta,
+                 only: Collection[str] | None = None, exclude: Collection[str] | None = None,
+                 ids: Collection[int] | None = None) -> list[Any]: ...
+    def claim_owners(self, tx: Tx, delivery_ids: list[int]) -> dict[int, str | None]: ...
+    def finish_attempts(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
+    def release_claims(self, tx: Tx, delivery_ids: list[int], *, worker: str, now: datetime) -> None: ...
+    async def next_due(self) -> datetime | None: ...

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, AsyncIterator, Collection, Iterable, Protocol
+from typing import Any, AsyncIterator, Callable, Collection, Iterable, Protocol
 
 import orjson
 from sqlalchemy import and_, bindparam, case, func, insert, null, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from gateway.storage.batch import DEFERRED, Committer
+from gateway.pipeline.ports import ClaimedDelivery
+from gateway.storage.batch import DEFERRED, UNDO, Committer
 from gateway.storage.db import Engines
+from gateway.storage.hops import LOG_ONLY, action_row  # noqa: F401  (action_row: importers not yet moved)
 from gateway.storage.personal import PersonSeal
 from gateway.storage.tables import cases, deliveries, document_requests, exchanges, messages, referrals
 
@@ -21,41 +22,9 @@ FINAL_STATES = ("delivered", "dead")
 NOT_EVENTS = ("document.ready", "alert.notification")
 
 
-@dataclass(frozen=True, slots=True)
-class ClaimedDelivery:
-    id: int
-    message_id: str
-    counterpart: str
-    instance: str
-    attempts: int  # including the one now claimed
-    first_attempt_at: datetime | None
-    content: bytes
-    case_content: bytes | None = None  # the case's case.registered, for adapters that need the person
-    attempt_base: int = 0  # attempts before the last replay: the retry policy counts the ones after it
-
-    @property
-    def attempts_since_replay(self) -> int:
-        return self.attempts - self.attempt_base
-
-
-def action_row(*, hop: str, peer: str, at: datetime, result: str, error: str, received_at: datetime | None = None,
-               status_code: int = 200, **extra: Any) -> dict[str, Any]:
-    """A hop that is an action at the gateway (a refusal, a record read, an auditor's or admin's act), not a
-    call across the wire; `extra` sets other hop columns and the log-only keys (client, request_raw, ...)."""
-    return {"message_id": None, "delivery_id": None, "hop": hop, "peer": peer, "attempt": None,
-            "request_in_at": received_at or at, "request_out_at": None, "response_in_at": None,
-            "response_out_at": at, "request_bytes": None, "response_bytes": None, "status_code": status_code,
-            "result": result, "error": error, **extra}
-
-
 def dialect_insert(conn: Connection, table):  # noqa: ANN001, ANN202
     """INSERT with ON CONFLICT support for the connection's dialect (SQLite or PostgreSQL)."""
     return (postgresql.insert if conn.dialect.name == "postgresql" else sqlite.insert)(table)
-
-
-# Keys a hop row may carry for the exchange log only; the operational `exchanges` table has no columns for them.
-LOG_ONLY = ("case_id", "client", "signer", "iin", "iin_hash", "request_raw", "response_raw", "request_hash",
-            "response_hash")
 
 
 class ExchangeLogPort(Protocol):
@@ -147,6 +116,11 @@ class Store:
             return []
         stmt = insert(deliveries).returning(deliveries.c.id, sort_by_parameter_order=True)
         return list((conn.execute(stmt, rows)).scalars())
+
+    @staticmethod
+    def on_rollback(conn: Connection, undo: Callable[[], None]) -> None:
+        """Run `undo` if this transaction does not commit (what a handler counted in memory is given back)."""
+        conn.info[UNDO].append(undo)
 
     async def record_hop(self, row: dict[str, Any]) -> None:
         """One hop on its own (a refusal, a read, an auditor's action), written in the next group commit."""

@@ -205,6 +205,10 @@ flights = Table(
     Column("lease_until", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
     Column("waiters", Integer, nullable=False, default=0),
+    # The lookup's retry state: the policy counts attempts and time from the first, whoever leads the flight.
+    Column("attempts", Integer, nullable=False, default=0, server_default="0"),
+    Column("first_attempt_at", UTCDateTime),
+    Column("next_attempt_at", UTCDateTime),
 )
 
 # Idempotency-Key (IETF httpapi draft): the first response to (client, key) is kept and replayed.
