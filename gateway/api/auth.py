@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 
 from gateway.access import Forbidden, Unauthenticated
 from gateway.api.docs import ASSETS_PATH as DOCS_ASSETS
+from gateway.api.body import read_body, replaying
 from gateway.api.problems import problem
 from gateway.api.schemas import Problem
 from gateway.canonical.errors import PayloadTooLarge
@@ -43,19 +44,13 @@ class Authenticate:
         if scope["type"] != "http" or _own_authentication(scope["path"]) or scope["path"].startswith(DOCS_ASSETS + "/"):
             return await self.app(scope, receive, send)
         container = scope["app"].state.container
-        chunks: list[bytes] = []
         try:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return  # the client went away
-                chunks.append(message.get("body", b""))
-                if not message.get("more_body"):
-                    break
+            body = await read_body(receive)
         except PayloadTooLarge as exc:
             response = problem(413, exc.slug, exc.title, exc.detail, instance=scope["path"])
             return await response(scope, receive, send)
-        body = b"".join(chunks)
+        if body is None:
+            return  # the client went away
         headers = tuple((k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"])
         state = scope.setdefault("state", {})
         state["body_sha256"] = hashlib.sha256(body).hexdigest()
@@ -75,14 +70,7 @@ class Authenticate:
         state["principal"] = authenticated.principal
         state["raw_body"] = body
         state["verified_body"] = authenticated.body
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        replay = replaying(body, receive)
 
         principal = authenticated.principal
 

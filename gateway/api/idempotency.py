@@ -6,6 +6,7 @@ import hashlib
 import logging
 from typing import Any
 
+from gateway.api.body import read_body, replaying
 from gateway.api.problems import problem
 
 log = logging.getLogger("gateway.api")
@@ -44,15 +45,9 @@ class Idempotency:
             return await problem(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
                                  "one Idempotency-Key of 1-255 printable ASCII characters", instance=path
                                  )(scope, receive, send)
-        chunks = []
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        body = b"".join(chunks)
+        body = await read_body(receive)
+        if body is None:
+            return  # the client went away
         digest = hashlib.sha256(b"%s %s?%s\n" % (scope["method"].encode(), path.encode(), scope["query_string"])
                                 + body).hexdigest()
         container = scope["app"].state.container
@@ -75,14 +70,7 @@ class Idempotency:
             await send({"type": "http.response.body", "body": begun.body or b""})
             return
 
-        sent = False
-
-        async def replay() -> dict:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
+        replay = replaying(body, receive)
 
         status = 500
         kept: dict[str, str] = {}
