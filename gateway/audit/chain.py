@@ -18,21 +18,17 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
-from sqlalchemy import insert, select, text
-from sqlalchemy.engine import Connection
-
 from gateway.loops import Loop
-from gateway.storage.audit_tables import audit_checkpoints, exchange_log
+from gateway.pipeline.ports import Tx, WriteQueue
+from gateway.storage import exchange_log as sql
 
 if TYPE_CHECKING:
-    from gateway.storage.batch import Committer
     from security.keys import KeyStore, PrivateKey, PublicKey
 
 log = logging.getLogger("gateway.audit")
 
 GENESIS = "0" * 64
-# pg_advisory_xact_lock key ("auditlog"): appenders in every process take turns reading the head.
-LOCK_KEY = 0x61756469746C6F67
+
 CHECKPOINT_CONTEXT = "probation-gateway/audit-checkpoint/v1"
 KINDS = ("received", "attempt", "callback", "refusal", "read", "admin", "security", "escalation")
 
@@ -175,38 +171,26 @@ class LogEntry:
         return values
 
 
-def read_head(conn: Connection) -> tuple[int, str]:
+def read_head(conn: Tx) -> tuple[int, str]:
     """(seq, hash) of the last record, (0, GENESIS) for an empty log."""
-    row = conn.execute(
-        select(exchange_log.c.seq, exchange_log.c.hash).order_by(exchange_log.c.seq.desc()).limit(1)
-    ).first()
-    return (row[0], row[1]) if row is not None else (0, GENESIS)
+    return sql.head(conn) or (0, GENESIS)
 
 
-def _lock(conn: Connection) -> None:
-    # SQLite needs nothing: one writer connection (BEGIN IMMEDIATE) already serialises appends.
-    if conn.dialect.name == "postgresql":
-        conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": LOCK_KEY})
-
-
-def append(conn: Connection, entries: list[LogEntry]) -> list[int]:
+def append(conn: Tx, entries: list[LogEntry]) -> list[int]:
     """Chain `entries` after the current head and insert them in one statement; returns their seqs.
 
-    Runs inside the caller's transaction (the group commit). On PostgreSQL an advisory transaction
-    lock makes appenders of every process take turns, so the lock is held until that transaction
-    ends and seqs stay contiguous; it relies on READ COMMITTED (the default), where the head read
-    after the lock sees the previous holder's commit."""
+    Runs inside the caller's transaction (the group commit), holding the appenders' turn until it ends, so
+    appenders of every process take turns and seqs stay contiguous."""
     if not entries:
         return []
-    _lock(conn)
-    seq, prev = read_head(conn)
+    seq, prev = sql.locked_head(conn) or (0, GENESIS)
     rows = []
     for entry in entries:
         seq += 1
         row = entry.row(seq=seq, prev_hash=prev)
         prev = row["hash"]
         rows.append(row)
-    conn.execute(insert(exchange_log), rows)
+    sql.insert_records(conn, rows)
     return [row["seq"] for row in rows]
 
 
@@ -357,24 +341,21 @@ def jwks_resolver(*jwks: Mapping[str, Any]) -> KeyResolver:
     return known.get
 
 
-def write_checkpoint(conn: Connection, *, sign: Sign, now: datetime,
+def write_checkpoint(conn: Tx, *, sign: Sign, now: datetime,
                      only_if_new: bool = False) -> dict[str, Any] | None:
     """Sign and store a checkpoint of the current head; returns its row.
 
     With `only_if_new`, nothing is written when the log is empty or the newest checkpoint already
     covers the head (several processes may run a CheckpointWriter against one PostgreSQL)."""
-    _lock(conn)
-    size, head = read_head(conn)
+    size, head = sql.locked_head(conn) or (0, GENESIS)
     if only_if_new:
-        last = conn.execute(
-            select(audit_checkpoints.c.size).order_by(audit_checkpoints.c.id.desc()).limit(1)
-        ).scalar()
+        last = sql.last_checkpoint_size(conn)
         if size == 0 or last == size:
             return None
     kid, alg, signature = sign(checkpoint_statement(size=size, head_hash=head, created_at=now))
     row: dict[str, Any] = {"size": size, "head_hash": head, "created_at": now, "kid": kid, "alg": alg,
                            "signature": base64.b64encode(signature).decode("ascii")}
-    row["id"] = conn.execute(insert(audit_checkpoints).returning(audit_checkpoints.c.id), row).scalar_one()
+    row["id"] = sql.insert_checkpoint(conn, row)
     return row
 
 
@@ -382,7 +363,7 @@ class CheckpointWriter:
     """Writes a signed checkpoint every `interval_s`, or sooner once `every_records` new records were
     reported through `notify`, through the group committer; a last one on `stop()`."""
 
-    def __init__(self, committer: Committer, *, sign: Sign, interval_s: float = 60.0,
+    def __init__(self, committer: WriteQueue, *, sign: Sign, interval_s: float = 60.0,
                  every_records: int = 10_000,
                  clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> None:
         if interval_s <= 0 or every_records <= 0:
@@ -412,7 +393,7 @@ class CheckpointWriter:
 
         return counted
 
-    def _write(self, conn: Connection, items: list[datetime]) -> list[dict[str, Any] | None]:
+    def _write(self, conn: Tx, items: list[datetime]) -> list[dict[str, Any] | None]:
         row = write_checkpoint(conn, sign=self._sign, now=max(items), only_if_new=True)
         return [row] * len(items)
 

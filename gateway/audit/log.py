@@ -8,8 +8,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
 
+from gateway.pipeline.ports import Tx
 from gateway.audit.chain import LogEntry, append
 from security.pii import PiiCipher
 
@@ -54,7 +54,7 @@ class ExchangeLog:
             detail=detail or None,
         )
 
-    def append(self, conn: Connection, rows: list[dict[str, Any]], extras: list[dict[str, Any]]) -> None:
+    def append(self, conn: Tx, rows: list[dict[str, Any]], extras: list[dict[str, Any]]) -> None:
         seqs = append(conn, [self.entry(row, extra) for row, extra in zip(rows, extras)])
         if self.on_appended is not None:
             self.on_appended(len(seqs))

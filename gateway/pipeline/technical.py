@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 from statistics import quantiles
 
 from pydantic import BaseModel
 
 from gateway.mapping import Mappings
-from gateway.storage.store import Store
 
 
 class CounterpartFigures(BaseModel):
@@ -80,8 +80,16 @@ def figures(deliveries: list[DeliveryRow], completions: dict[str, list[float]]) 
     return out
 
 
+class TechnicalRows(Protocol):
+    """The store's deliveries with their acceptance and acknowledgement times (Store.technical_rows)."""
+
+    async def technical_rows(
+        self, *, since: datetime | None, until: datetime | None
+    ) -> tuple[list[tuple[str, str, int, datetime, datetime | None, bool]], dict[str, list[float]]]: ...
+
+
 async def technical_report(
-    *, store: Store, mappings: Mappings, since: datetime | None, until: datetime | None
+    *, store: TechnicalRows, mappings: Mappings, since: datetime | None, until: datetime | None
 ) -> TechnicalReport:
     rows, by_kind = await store.technical_rows(since=since, until=until)
     completions: dict[str, list[float]] = {}
