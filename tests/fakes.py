@@ -345,11 +345,11 @@ class FakeStore(FakeHopWriter):
     # --- DeliveryStore -----------------------------------------------------------------------
 
     def claim_in(self, tx: Any, *, worker: str, now: datetime, limit: int, lease: timedelta,
-                 only: Collection[str] | None = None, exclude: Collection[str] | None = None,
-                 ids: Collection[int] | None = None) -> list[ClaimedDelivery]:
+                 only: Collection[str] = (), exclude: Collection[str] = (),
+                 ids: Collection[int] = ()) -> list[ClaimedDelivery]:
         if limit <= 0:
             return []
-        chosen = set(ids or ())
+        chosen = set(ids)
 
         def due(d: dict[str, Any]) -> bool:
             if chosen and d["id"] not in chosen:
