@@ -32,7 +32,7 @@ from gateway.pipeline.ports import (
 )
 from gateway.pipeline.retry import RetryDecider
 from gateway.pipeline.routing import Router
-from gateway.storage.documents import FlightRetry, RecordKey, StaleFlight
+from gateway.storage.documents import FlightJoin, FlightRetry, RecordKey, StaleFlight
 from gateway.storage.hops import action_row, hop_row
 from gateway.wire import Clock
 from security.access import Principal
@@ -72,7 +72,7 @@ class DocumentRows(Protocol):
     def insert_requests(self, tx: Tx, rows: list[dict[str, Any]]) -> None: ...
     def valid_record_in(self, tx: Tx, key: Key, now: datetime) -> Any: ...
     def join_flight(self, tx: Tx, key: Key, *, leader: str, now: datetime, lease_until: datetime
-                    ) -> tuple[str, int]: ...
+                    ) -> FlightJoin: ...
     def drop_flight(self, tx: Tx, key: Key, *, leader: str) -> bool: ...
     def mark_served(self, tx: Tx, request_id: str, *, record_id: int, now: datetime) -> None: ...
     def put_record(self, tx: Tx, key: Key, values: dict[str, Any]) -> int: ...
@@ -98,6 +98,7 @@ class _Join:
     record: Any = None  # a valid stored record found inside the joining transaction
     led: bool = False
     joined: bool = False
+    retry: FlightRetry = FlightRetry()  # a flight taken over from a leader that died: its retries so far
 
 
 @dataclass
@@ -190,7 +191,7 @@ class DocumentService:
         if join.joined:
             self.metrics.document_waiters.labels(record_kind).inc()
         if join.led:
-            self._launch(key, leader=join.leader, iin=iin, purpose=purpose)
+            self._launch(key, leader=join.leader, iin=iin, purpose=purpose, retry=join.retry)
         return Outcome(202, self._pending_body(request))
 
     def _hit(self, request: dict[str, Any], record: Any) -> Outcome:
@@ -253,8 +254,9 @@ class DocumentService:
             key = Key(req["record_kind"], req["subject"], req["instance"])
             now = req["created_at"]
             self.documents.insert_requests(conn, [req])
-            leader, waiters = self.documents.join_flight(conn, key, leader=join.leader, now=now,
-                                                         lease_until=now + self.lease)
+            flight = self.documents.join_flight(conn, key, leader=join.leader, now=now,
+                                                lease_until=now + self.lease)
+            leader, waiters, join.retry = flight.leader, flight.waiters, flight.retry
             join.led = leader == join.leader
             join.joined = not join.led
             record = self.documents.valid_record_in(conn, key, now)
@@ -354,8 +356,11 @@ class DocumentService:
             assert failure is not None
             now = self.clock()
             decision = decider.decide(failure, attempt=attempt, first_attempt_at=first, now=now)
-            if decision.retry_in is None or (now - first).total_seconds() + decision.retry_in > deadline_s:
-                raise _Failed(decision.reason or failure.reason)
+            if decision.retry_in is None:
+                raise _Failed(decision.reason)
+            if (now - first).total_seconds() + decision.retry_in > deadline_s:
+                raise _Failed(f"{failure.reason}; next attempt would fall after the lookup deadline of "
+                              f"{deadline_s:.0f} s")
             due = now + timedelta(seconds=decision.retry_in)
             written, landing.exchanges = landing.exchanges, []
             kept = await self.store.committer.submit(

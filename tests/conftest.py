@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
 
-from tests.harness import Stack
+if TYPE_CHECKING:  # the harness imports the whole app: unit tests on fakes do without it
+    from tests.harness import Stack
 
 PG_URL = os.environ.get("GATEWAY_TEST_POSTGRES_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
@@ -53,6 +54,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def stack(tmp_path: Path, database_url: str) -> Iterator[Stack]:
+    from tests.harness import Stack
+
     s = Stack(tmp_path, database_url)
     try:
         yield s

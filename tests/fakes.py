@@ -29,7 +29,7 @@ from typing import Any, Callable, Collection, Iterable
 from gateway.mapping import Instance
 from gateway.pipeline.ports import ClaimedDelivery, Handler
 from gateway.pipeline.verify import CounterpartSignatureError
-from gateway.storage.documents import FlightRetry, RecordKey, StaleFlight
+from gateway.storage.documents import FlightJoin, FlightRetry, RecordKey, StaleFlight
 from gateway.storage.hops import LOG_ONLY
 from gateway.storage.tables import cases, deliveries, document_requests, exchanges, messages, records, referrals
 from gateway.wire import TransportFailure, WireRequest, WireResponse
@@ -466,15 +466,16 @@ class FakeDocumentRows(_Rows):
         return _row(record) if record is not None and record["expires_at"] > now else None
 
     def join_flight(self, tx: Any, key: RecordKey, *, leader: str, now: datetime, lease_until: datetime
-                    ) -> tuple[str, int]:
+                    ) -> FlightJoin:
         flight = self.flights.get(key)
         if flight is None:
             self.flights[key] = FakeFlight(leader=leader, lease_until=lease_until, started_at=now)
-            return leader, 0
+            return FlightJoin(leader, 0)
         if flight.lease_until < now:  # its leader died: this one takes over (the retry state stays)
             flight.leader, flight.lease_until = leader, lease_until
         flight.waiters += 1
-        return flight.leader, flight.waiters
+        return FlightJoin(flight.leader, flight.waiters,
+                          FlightRetry(flight.attempts, flight.first_attempt_at, flight.next_attempt_at))
 
     def drop_flight(self, tx: Any, key: RecordKey, *, leader: str) -> bool:
         flight = self.flights.get(key)

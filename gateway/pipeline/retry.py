@@ -16,6 +16,7 @@ from gateway.wire import (
     ConnectionRefused,
     ConnectTimeout,
     NameNotResolved,
+    NotSent,
     PeerDisconnected,
     ReadTimeout,
     TlsFailure,
@@ -71,7 +72,7 @@ def reason_class(reason: str | None) -> str:
 _FAILURE_CLASSES: tuple[tuple[type[TransportFailure], str], ...] = (
     (PeerDisconnected, "disconnected after send"), (ConnectionRefused, "refused"), (NameNotResolved, "dns"),
     (TlsFailure, "tls"), (ConnectTimeout, "connect timeout"), (ReadTimeout, "read timeout"),
-    (ConnectFailed, "connection error"), (ConnectionLost, "connection error"),
+    (ConnectFailed, "connection error"), (ConnectionLost, "connection error"), (NotSent, "connection error"),
 )
 
 

@@ -31,6 +31,15 @@ class FlightRetry:
 
 
 @dataclass(frozen=True, slots=True)
+class FlightJoin:
+    """Who leads the key's flight after a request joined it, how many wait, and where its retries stand."""
+
+    leader: str
+    waiters: int
+    retry: FlightRetry = FlightRetry()
+
+
+@dataclass(frozen=True, slots=True)
 class StaleFlight:
     key: RecordKey
     leader: str
@@ -88,9 +97,9 @@ class DocumentStore:
 
     @staticmethod
     def join_flight(conn: Connection, key: RecordKey, *, leader: str, now: datetime, lease_until: datetime
-                    ) -> tuple[str, int]:
-        """Lead the key's flight (a new key, or a lease run out: a crashed leader), or join it; (leader, waiters
-        before us). The row lock also orders us against a leader landing its result."""
+                    ) -> FlightJoin:
+        """Lead the key's flight (a new key, or a lease run out: a crashed leader, whose retry state a new
+        leader counts on from), or join it. The row lock also orders us against a leader landing its result."""
         stmt = dialect_insert(conn, flights).values(
             record_kind=key.record_kind, subject=key.subject, instance=key.instance, leader=leader,
             lease_until=lease_until, started_at=now, waiters=0)
@@ -100,9 +109,11 @@ class DocumentStore:
             set_={"leader": _case(taken, leader, flights.c.leader),
                   "lease_until": _case(taken, lease_until, flights.c.lease_until),
                   "waiters": flights.c.waiters + 1},
-        ).returning(flights.c.leader, flights.c.waiters)
-        got_leader, waiters = conn.execute(stmt).one()
-        return got_leader, waiters
+        ).returning(flights.c.leader, flights.c.waiters, flights.c.attempts, flights.c.first_attempt_at,
+                    flights.c.next_attempt_at)
+        row = conn.execute(stmt).one()
+        return FlightJoin(row.leader, row.waiters, FlightRetry(row.attempts or 0, row.first_attempt_at,
+                                                               row.next_attempt_at))
 
     @staticmethod
     def drop_flight(conn: Connection, key: RecordKey, *, leader: str) -> bool:

@@ -199,8 +199,6 @@ async def test_a_takeover_that_gets_an_answer_serves_the_waiting_request() -> No
     assert [h["attempt"] for h in parts.store.hops_of("lookup")] == [2]
 
 
-@pytest.mark.xfail(strict=True, reason="DocumentService.request launches a flight it took over by join_flight "
-                                       "with a fresh FlightRetry(): the stored attempts are not counted on")
 async def test_a_request_that_takes_over_a_stale_flight_counts_on_from_the_stored_attempts() -> None:
     parts = Parts(BUSY, BUSY, BUSY)
     parts.rows.on_retry_later = lambda key, retry: parts.clock.set(retry.next_attempt_at)
@@ -215,13 +213,15 @@ async def test_fake_rows_keep_retry_state_only_for_the_leader() -> None:
     """The fake's own contract, as gateway/storage/documents.py: only the flight's leader keeps retry state."""
     rows = FakeDocumentRows()
     key = RecordKey(KIND, "subject", "mtszn")
-    leader, waiters = rows.join_flight(None, key, leader="a", now=T0, lease_until=T0 + timedelta(seconds=60))
-    assert (leader, waiters) == ("a", 0)
-    assert rows.join_flight(None, key, leader="b", now=T0, lease_until=T0 + timedelta(seconds=60)) == ("a", 1)
+    joined = rows.join_flight(None, key, leader="a", now=T0, lease_until=T0 + timedelta(seconds=60))
+    assert (joined.leader, joined.waiters) == ("a", 0)
+    joined = rows.join_flight(None, key, leader="b", now=T0, lease_until=T0 + timedelta(seconds=60))
+    assert (joined.leader, joined.waiters) == ("a", 1)
     assert not rows.retry_later(None, key, leader="b", retry=FlightRetry(1, T0, T0))
     assert rows.retry_later(None, key, leader="a", retry=FlightRetry(1, T0, T0))
     later = T0 + timedelta(seconds=61)
-    assert rows.join_flight(None, key, leader="c", now=later, lease_until=later + timedelta(seconds=60)) == ("c", 2)
+    joined = rows.join_flight(None, key, leader="c", now=later, lease_until=later + timedelta(seconds=60))
+    assert (joined.leader, joined.waiters, joined.retry.attempts) == ("c", 2, 1)
     assert rows.flights[key].attempts == 1  # the retry state outlives its leader
     assert not rows.drop_flight(None, key, leader="a")
     assert rows.drop_flight(None, key, leader="c")
