@@ -1,4 +1,4 @@
-"""Dead letters for administrators: listed, read with their attempts, and requeued with an audit hop in one transaction."""
+"""Dead letters for administrators: listed, read with their attempts, requeued with an audit hop in one transaction."""
 
 from __future__ import annotations
 
