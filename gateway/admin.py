@@ -138,7 +138,7 @@ class CounterpartAdmin:
             self._apply(mappings=mappings, pins=pins, version=version)
             return {"applied": True, "version": version}
 
-    def _validate(self, name: str, after: dict[str, Any]) -> tuple[CounterpartsFile, Mappings, dict]:
+    def _validate(self, *, name: str, after: dict[str, Any]) -> tuple[CounterpartsFile, Mappings, dict]:
         if not isinstance(after, dict):
             raise InvalidConfiguration("the body must be a JSON object describing the instance")
         after = {**after, "name": after.get("name", name)}
@@ -180,7 +180,7 @@ class CounterpartAdmin:
         async with self._lock:
             before_inst = self.mappings.counterpart_instance(name)
             before = _dump(before_inst) if before_inst else None
-            file, mappings, pins = self._validate(name, after)
+            file, mappings, pins = self._validate(name=name, after=after)
             after_doc = _dump(file.instances[[i.name for i in file.instances].index(name)])
             if dry_run:
                 return {"dry_run": True, "applied": False, "before": before, "after": after_doc,
