@@ -17,7 +17,7 @@ from adapters.mio.codec import MioAdapter
 from adapters.mtszn.codec import MtsznAdapter
 from adapters.probation.codec import ProbationAdapter
 from adapters.webhook.codec import WebhookAdapter
-from gateway.admin import CounterpartAdmin
+from gateway.admin import CounterpartAdmin, CounterpartConfiguration, Reconfigure
 from gateway.alerts.email import SmtpMailer
 from gateway.alerts.monitor import AlertMonitor
 from gateway.alerts.service import AlertService
@@ -47,6 +47,8 @@ from gateway.sla.escalation import EscalationScheduler
 from gateway.sla.policy import SlaConfig, load_sla_config
 from gateway.pipeline.verify import CounterpartVerifier
 from gateway.storage.clients import ClientStore
+from gateway.storage.counterpart_config import CounterpartConfigStore
+from gateway.storage.dead_letters import DeadLetterStore
 from gateway.storage.db import Engines, create_engines, migrate
 from gateway.storage.documents import DocumentStore
 from gateway.storage.idempotency import IdempotencyStore
@@ -251,7 +253,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
                      sla, escalations, keys, clients, authenticator, events, documents,
                      IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)), exchange_log,
                      checkpoints, verifier)
-    container.admin = CounterpartAdmin(container, poll_interval_s=settings.config_poll_interval_s)
+    container.admin = build_admin(container)
     metrics.watch_loops(lambda: container.loops)
     if settings.console:
         container.console = build_console(settings, store=store, directory=authenticator.directory, events=events,
@@ -264,6 +266,37 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
         verification=lambda: container.console.jobs if container.console is not None else None)
     metrics.registry.register(container.operations_metrics)
     return container
+
+
+def build_admin(c: Container) -> CounterpartAdmin:
+    """The counterpart admin, and a listener per component that follows its changes (in the order they apply)."""
+
+    def container(new: CounterpartConfiguration) -> None:
+        c.mappings = new.mappings  # what routes, the alert sources and the metrics read live
+
+    def accepter(new: CounterpartConfiguration) -> None:
+        c.accepter.router = Router(new.mappings)
+
+    def worker(new: CounterpartConfiguration) -> None:
+        c.worker.reconfigure(new.mappings)  # retry policies; later attempts read URL, timeout, limits from it
+
+    def verifier(new: CounterpartConfiguration) -> None:
+        c.counterpart_verifier.reconfigure(mappings=new.mappings, pins=new.pins)
+
+    def authenticator(new: CounterpartConfiguration) -> None:
+        c.authenticator.mappings = new.mappings
+
+    def documents(new: CounterpartConfiguration) -> None:
+        c.documents.mappings = new.mappings
+        c.documents.router = Router(new.mappings)
+
+    listeners: list[Reconfigure] = [container, accepter, worker, verifier, authenticator, documents]
+    settings = c.settings
+    return CounterpartAdmin(
+        config=CounterpartConfigStore(c.store), dead_letters=DeadLetterStore(c.store), record_hop=c.store.record_hop,
+        mappings=c.mappings, adapters=c.adapters, counterparts_path=settings.counterparts_path, home=settings.home,
+        clock=c.clock, wake_worker=c.worker.wake, replay_rate_per_s=settings.replay_rate_per_s, listeners=listeners,
+        poll_interval_s=settings.config_poll_interval_s)
 
 
 def build_alert_monitor(c: Container) -> AlertMonitor:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Literal
 
 from cryptography import x509
-from sqlalchemy.engine import make_url
 
 from gateway.canonical.errors import ConfigError
 from gateway.config import Settings
@@ -100,12 +99,12 @@ def check_pii(settings: Settings) -> Check:
 
 
 async def check_database(settings: Settings) -> Check:
-    from gateway.storage.db import create_engines, current_revision, head_revision
+    from gateway.storage.db import create_engines, current_revision, describe_url, head_revision
 
-    url = make_url(settings.database_url)
-    shown = url.render_as_string(hide_password=True)
-    if url.get_backend_name() == "sqlite" and url.database and not Path(url.database).is_file():
-        return Check("FAIL", "database", f"no SQLite file at {url.database}; fix: `gateway db upgrade` "
+    url = describe_url(settings.database_url)
+    shown = url.shown
+    if url.sqlite_file and not Path(url.sqlite_file).is_file():
+        return Check("FAIL", "database", f"no SQLite file at {url.sqlite_file}; fix: `gateway db upgrade` "
                                          "(or point GATEWAY_DATABASE_URL at the store)")
     engines = create_engines(settings.database_url, pool_size=1)
     try:

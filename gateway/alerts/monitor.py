@@ -10,7 +10,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy.engine import Connection
 
 from gateway.alerts.email import Mailer, MailFailure, render
 from gateway.alerts.model import Alert, Plan, due_groups, next_due_in, reconcile
@@ -24,6 +23,7 @@ from gateway.pipeline.accept import Accepted, Accepter, Incoming
 from gateway.wire import Clock
 from gateway.pipeline.retry import DeliveryFailure, RetryDecider
 from gateway.storage import alerts as sql
+from gateway.storage.batch import Transaction
 from gateway.storage.store import Store
 
 log = logging.getLogger("gateway.alerts")
@@ -127,15 +127,15 @@ class AlertMonitor:
         # wake when a group falls due, not a whole interval later
         return None if self._wait is None else min(self.interval_s, max(0.05, self._wait))
 
-    def _take_lease(self, conn: Connection, items: list[datetime]) -> list[bool]:
+    def _take_lease(self, conn: Transaction, items: list[datetime]) -> list[bool]:
         got = sql.take_lease(conn, name=LEASE_NAME, holder=self.holder, now=max(items), lease=self.lease)
         return [got] * len(items)
 
-    def _release(self, conn: Connection, items: list[datetime]) -> list[None]:
+    def _release(self, conn: Transaction, items: list[datetime]) -> list[None]:
         sql.release_lease(conn, name=LEASE_NAME, holder=self.holder, now=max(items))
         return [None] * len(items)
 
-    def _apply(self, conn: Connection, plans: list[Plan]) -> list[None]:
+    def _apply(self, conn: Transaction, plans: list[Plan]) -> list[None]:
         for plan in plans:
             sql.apply_plan(conn, plan)
         return [None] * len(plans)
@@ -167,8 +167,8 @@ class AlertMonitor:
                                                "count": message.body.count})
         return nid
 
-    def _record_notification(self, conn: Connection, batch: list[tuple[AlertNotification, list[Alert], list[str],
-                                                                        datetime]]) -> list[tuple[int, Accepted]]:
+    def _record_notification(self, conn: Transaction, batch: list[tuple[AlertNotification, list[Alert], list[str],
+                                                                         datetime]]) -> list[tuple[int, Accepted]]:
         # The message (with its webhook deliveries), the notification, its e-mails and the alerts' marks: one
         # transaction, so a crash either sends it all later or never half of it.
         out = []
@@ -200,7 +200,7 @@ class AlertMonitor:
             await self._send_one(row, channels.get(row["channel"]))
         return len(claimed)
 
-    def _claim_emails(self, conn: Connection, items: list[tuple[datetime, timedelta]]) -> list[list[dict]]:
+    def _claim_emails(self, conn: Transaction, items: list[tuple[datetime, timedelta]]) -> list[list[dict]]:
         out = []
         for now, hold in items:
             rows = sql.claim_emails(conn, now=now, hold=hold)
@@ -252,7 +252,7 @@ class AlertMonitor:
             log.warning("alert e-mail not sent", extra={"channel": row["channel"], "attempt": row["attempts"],
                                                         "error": reason, "next": state})
 
-    def _finish_email(self, conn: Connection, items: list[tuple]) -> list[None]:
+    def _finish_email(self, conn: Transaction, items: list[tuple]) -> list[None]:
         for email_id, state, next_at, reason, sent_at, hop in items:
             sql.finish_email(conn, email_id=email_id, state=state, next_attempt_at=next_at, error=reason,
                              sent_at=sent_at)

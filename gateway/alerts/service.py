@@ -6,13 +6,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.engine import Connection
-
 from gateway.alerts.model import Alert
 from gateway.alerts.monitor import AlertMonitor, describe, dumps
 from gateway.canonical.errors import NotFound
 from gateway.wire import Clock
 from gateway.storage import alerts as sql
+from gateway.storage.batch import Transaction
 from gateway.storage.store import Store, action_row
 from security.access import Principal
 
@@ -59,7 +58,7 @@ class AlertService:
             raise NotFound(f"no alert {alert_id}")
         return alert
 
-    def _acknowledge(self, conn: Connection, items: list[tuple[int, Principal, datetime]]) -> list[Alert | None]:
+    def _acknowledge(self, conn: Transaction, items: list[tuple[int, Principal, datetime]]) -> list[Alert | None]:
         out = []
         for alert_id, principal, now in items:
             alert = sql.acknowledge(conn, alert_id=alert_id, by=principal.client_id, now=now)

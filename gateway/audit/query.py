@@ -17,7 +17,6 @@ from typing import Any, BinaryIO, Literal
 
 import orjson
 from pydantic import BaseModel, Field
-from sqlalchemy import Select, or_, select, union
 
 from gateway.audit.chain import (
     GENESIS,
@@ -35,7 +34,8 @@ from gateway.canonical.errors import GatewayError, NotFound
 from gateway.canonical.iin import mask_iin
 from gateway.mapping import Mappings
 from gateway.wire import Clock
-from gateway.storage.audit_tables import audit_checkpoints, exchange_log
+from gateway.storage import audit_queries
+from gateway.storage.audit_queries import METADATA_COLUMNS, LogFilter
 from gateway.storage.db import Engines
 from gateway.storage.store import Store, action_row
 from security.access import Principal
@@ -44,9 +44,7 @@ from security.keys import KeyStore
 MAX_LIMIT = 500
 MAX_REASON = 500
 ExportFormat = Literal["events", "csv", "chain"]
-# What list items and the CSV export carry: no raw bytes, no iin_hash (a person is found only by IIN search).
-METADATA_COLUMNS = ("seq", "at", "kind", "message_id", "delivery_id", "case_id", "peer", "client", "signer",
-                    "status_code", "result", "request_hash", "response_hash", "detail", "prev_hash", "hash")
+# List items and the CSV export carry METADATA_COLUMNS: no raw bytes, no iin_hash.
 CSV_COLUMNS = METADATA_COLUMNS[:13] + ("request_kept", "response_kept") + METADATA_COLUMNS[13:]
 EXPORTS = {  # format -> (media type, file name)
     "events": ("application/x-ndjson", "events.jsonl"),
@@ -56,7 +54,6 @@ EXPORTS = {  # format -> (media type, file name)
 _IIN_LIKE = re.compile(r"(?<!\d)\d{12}(?!\d)")
 IIN_LIKE = re.compile(r"\d{12}")  # a whole value that is an IIN's shape
 _CURSOR_PREFIX = "seq:"
-_LOG = exchange_log.c
 
 
 class InvalidAuditQuery(GatewayError):
@@ -199,13 +196,6 @@ def _item(values: dict[str, Any]) -> ExchangeItem:
     return ExchangeItem(**fields)
 
 
-def _metadata_select() -> Select:
-    # Flags instead of the raw columns: a page never loads the sealed bytes.
-    return select(*(_LOG[name] for name in METADATA_COLUMNS),
-                  _LOG.request_raw.is_not(None).label("request_kept"),
-                  _LOG.response_raw.is_not(None).label("response_kept"))
-
-
 @dataclass(frozen=True, kw_only=True)
 class ExportScope:
     """What an export covers: one case, a period (events: by received time; csv: by record time), or all."""
@@ -256,10 +246,10 @@ class ExchangeQueries:
             error=orjson.dumps(what, option=orjson.OPT_SORT_KEYS).decode(), client=principal.client_id,
             signer=principal.keyid, case_id=case_id, iin_hash=iin_hash))
 
-    def _peers(self, peer: str) -> tuple[set[str], set[str]]:
+    def _peers(self, peer: str) -> tuple[frozenset[str], frozenset[str]]:
         """(peer values, verified client ids) meaning `peer`: an instance, or every instance of a counterpart."""
         names = {peer} | {i.name for i in self.mappings.counterparts.instances if i.counterpart == peer}
-        return names, {f"counterpart:{name}" for name in names}
+        return frozenset(names), frozenset(f"counterpart:{name}" for name in names)
 
     async def list_exchanges(self, *, principal: Principal, case_id: str | None = None, iin: str | None = None,
                              peer: str | None = None, kind: str | None = None, result: str | None = None,
@@ -273,51 +263,21 @@ class ExchangeQueries:
         search is logged as an `audit-search` record holding the hash, never the IIN."""
         if not 1 <= limit <= MAX_LIMIT:
             raise InvalidAuditQuery(f"`limit` must be between 1 and {MAX_LIMIT}")
-        if newest_first:
-            query = _metadata_select()
-            if cursor:
-                query = query.where(_LOG.seq < decode_cursor(cursor))
-        else:
-            query = _metadata_select().where(_LOG.seq > (decode_cursor(cursor) if cursor else 0))
-        if case_id is not None:
-            query = query.where(_LOG.case_id == case_id)
+        cursor_seq = decode_cursor(cursor) if cursor else None
         iin_hash = None
         if iin is not None:
             if len(iin) != 12 or not iin.isascii() or not iin.isdigit():
                 raise InvalidAuditQuery("`iin` must be 12 digits")  # the value is not echoed back
             iin_hash = self.exchange_log.cipher.hash(iin)
-            cases = select(_LOG.case_id).where(_LOG.iin_hash == iin_hash, _LOG.case_id.is_not(None)).distinct()
-            query = query.where(or_(_LOG.iin_hash == iin_hash, _LOG.case_id.in_(cases)))
-        branches = []
-        if peer is not None:
-            names, clients = self._peers(peer)
-            if any(v is not None for v in (case_id, iin, kind, result, status_code)):
-                # another filter's (column, seq) index walks seq order already; the peer is checked on the way
-                query = query.where(or_(_LOG.peer.in_(names), _LOG.client.in_(clients)))
-            else:
-                branches = [_LOG.peer == n for n in sorted(names)] + [_LOG.client == c for c in sorted(clients)]
-        if kind is not None:
-            query = query.where(_LOG.kind == kind)
-        if result is not None:
-            query = query.where(_LOG.result == result)
-        if status_code is not None:
-            query = query.where(_LOG.status_code == status_code)
-        if _aware(since, "since") is not None:
-            query = query.where(_LOG.at >= since)
-        if _aware(until, "until") is not None:
-            query = query.where(_LOG.at < until)
+        names, clients = self._peers(peer) if peer is not None else (None, None)
+        where = LogFilter(case_id=case_id, iin_hash=iin_hash, peers=names, clients=clients, kind=kind,
+                           result=result, status_code=status_code, since=_aware(since, "since"),
+                           until=_aware(until, "until"))
         clean_reason = _clean_reason(reason, required=False)
-        async with self.engines.read.connect() as conn:
-            order = _LOG.seq.desc() if newest_first else _LOG.seq
-            if branches:
-                # One page per peer value, each read in seq order from its (column, seq) index, then merged:
-                # an OR over the values sorts every match first (seconds for a busy peer in 1M records).
-                pages = union(*(select(query.where(b).order_by(order).limit(limit + 1).subquery())
-                                for b in branches)).subquery()
-                query = select(pages)
-                order = pages.c.seq.desc() if newest_first else pages.c.seq
-            rows = (await conn.execute(query.order_by(order).limit(limit + 1))).all()
-        items = [_item(dict(row._mapping)) for row in rows[:limit]]
+        # One row more than the page: whether there is a next page is known without counting.
+        rows = await audit_queries.exchange_page(self.engines, filter=where, cursor_seq=cursor_seq,
+                                                 newest_first=newest_first, count=limit + 1)
+        items = [_item(row) for row in rows[:limit]]
         if iin_hash is not None:
             filters = {k: v for k, v in (("case_id", case_id), ("peer", peer), ("kind", kind), ("result", result),
                                          ("status_code", status_code), ("cursor", cursor)) if v is not None}
@@ -330,16 +290,11 @@ class ExchangeQueries:
     async def exchange_detail(self, *, seq: int, principal: Principal, reason: str | None) -> ExchangeDetail:
         """A record with its clear wire bytes and its checks; logged as `audit-read` before it is returned."""
         clean_reason = _clean_reason(reason, required=True)
-        async with self.engines.read.connect() as conn:
-            row = (await conn.execute(select(exchange_log).where(_LOG.seq == seq))).first()
-            if row is None:
-                raise NotFound(f"no exchange-log record {seq}")
-            before = GENESIS if seq == 1 else (
-                await conn.execute(select(_LOG.hash).where(_LOG.seq == seq - 1))).scalar()
-            cp = (await conn.execute(
-                select(audit_checkpoints).where(audit_checkpoints.c.size >= seq)
-                .order_by(audit_checkpoints.c.size, audit_checkpoints.c.id).limit(1))).first()
-        record = dict(row._mapping)
+        stored = await audit_queries.exchange_record(self.engines, seq=seq)
+        if stored is None:
+            raise NotFound(f"no exchange-log record {seq}")
+        record = stored.record
+        before = GENESIS if seq == 1 else stored.previous_hash
         detail = ExchangeDetail(
             record=_item(record), iin_hash=record["iin_hash"],
             request=self._raw(record["request_raw"], record["request_hash"]),
@@ -348,7 +303,7 @@ class ExchangeQueries:
                              hash_matches=chain_hash(record["prev_hash"], canonical_bytes(record)) == record["hash"],
                              linked=before == record["prev_hash"]),
             signature=SignatureCheck(verified=record["signer"] is not None, signer=record["signer"]),
-            checkpoint=None if cp is None else self._checkpoint(dict(cp._mapping)),
+            checkpoint=None if stored.checkpoint is None else self._checkpoint(stored.checkpoint),
         )
         await self._log_action(kind="audit-read", principal=principal, case_id=record["case_id"],
                                iin_hash=record["iin_hash"], what={"read_seq": seq, "reason": clean_reason})
@@ -365,10 +320,7 @@ class ExchangeQueries:
 
     async def checkpoints(self, *, limit: int = 50) -> list[CheckpointRef]:
         """The newest signed checkpoints, each with its signature checked against the gateway's keys."""
-        async with self.engines.read.connect() as conn:
-            rows = (await conn.execute(select(audit_checkpoints).order_by(audit_checkpoints.c.id.desc())
-                                       .limit(limit))).all()
-        return [self._checkpoint(dict(row._mapping)) for row in rows]
+        return [self._checkpoint(cp) for cp in await audit_queries.latest_checkpoints(self.engines, limit=limit)]
 
     def _raw(self, stored: bytes | None, stored_hash: str | None) -> RawMessage:
         if stored is None:
@@ -420,28 +372,20 @@ async def _csv_pages(engines: Engines, *, page: int, scope: ExportScope | None =
     writer.writerow(CSV_COLUMNS)
     yield buffer.getvalue().encode("utf-8"), 0
     after = 0
-    base = _metadata_select()
-    if scope is not None:
-        if scope.case_id is not None:
-            base = base.where(_LOG.case_id == scope.case_id)
-        if scope.since is not None:
-            base = base.where(_LOG.at >= scope.since)
-        if scope.until is not None:
-            base = base.where(_LOG.at <= scope.until)
+    scope = scope or ExportScope()
     while True:
-        async with engines.read.connect() as conn:
-            rows = (await conn.execute(base.where(_LOG.seq > after).order_by(_LOG.seq).limit(page))).all()
+        rows = await audit_queries.metadata_after(engines, after=after, count=page, case_id=scope.case_id,
+                                                  since=scope.since, until=scope.until)
         if not rows:
             return
         buffer.seek(0)
         buffer.truncate()
-        for row in rows:
-            values = dict(row._mapping)
+        for values in rows:
             values["request_kept"] = bool(values["request_kept"])
             values["response_kept"] = bool(values["response_kept"])
             writer.writerow([_csv_value(values[name]) for name in CSV_COLUMNS])
         yield buffer.getvalue().encode("utf-8"), len(rows)
-        after = rows[-1].seq
+        after = rows[-1]["seq"]
 
 
 async def iter_csv(*, engines: Engines, page: int = 2_000, scope: ExportScope | None = None

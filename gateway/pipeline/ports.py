@@ -117,7 +117,7 @@ class ClaimedDelivery:
 
 # --- the store, as the pipeline sees it --------------------------------------------------------------------------
 
-Tx = Any  # an open write transaction of the store, opaque above gateway/storage (there: a SQLAlchemy Connection)
+Tx = Any  # an open write transaction of the store, opaque above gateway/storage (there: storage.batch.Transaction)
 # A write job: takes every item of its kind in the group commit, returns one result (or exception) per item.
 Handler = Callable[[Tx, list[Any]], list[Any]]
 

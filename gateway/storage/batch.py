@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 # Handlers are plain functions on a sync Connection: on SQLite they run in the writer thread, on
 # PostgreSQL through AsyncConnection.run_sync. The same code serves both.
 Handler = Callable[[Connection, list[Any]], list[Any]]
+# The name services use for the connection a handler is handed, so they need not import SQLAlchemy.
+Transaction = Connection
 
 
 DEFERRED = "gateway.deferred"

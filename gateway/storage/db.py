@@ -60,6 +60,18 @@ def _sqlite_pragmas(engine: AsyncEngine | Engine, *, immediate: bool) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+@dataclass(frozen=True, kw_only=True)
+class StoreUrl:
+    shown: str  # the URL with its password hidden, to print
+    sqlite_file: str | None  # the database file, on SQLite
+
+
+def describe_url(url: str) -> StoreUrl:
+    parsed = make_url(url)
+    return StoreUrl(shown=parsed.render_as_string(hide_password=True),
+                    sqlite_file=parsed.database if parsed.get_backend_name() == "sqlite" else None)
+
+
 def create_engines(url: str, *, pool_size: int = 10) -> Engines:
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":

@@ -1,4 +1,4 @@
-"""Reads for administrators: backlog and health per instance, parked and dead deliveries, configuration history."""
+"""Reads for administrators: backlog and health per instance, parked and dead deliveries."""
 
 from __future__ import annotations
 
@@ -6,11 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
-import orjson
 from sqlalchemy import func, select
 
 from gateway.storage.db import Engines
-from gateway.storage.tables import counterpart_config, deliveries, exchanges, messages
+from gateway.storage.tables import deliveries, exchanges, messages
 
 _D = deliveries.c
 _X = exchanges.c
@@ -111,32 +110,6 @@ async def dead_letter_reasons(engines: Engines, *, classify: Any) -> list[str]:
     async with engines.read.connect() as conn:
         reasons = (await conn.execute(select(_D.reason).where(_D.state == "dead").distinct().limit(1000))).scalars()
         return sorted({classify(r) for r in reasons if r})
-
-
-async def config_history(engines: Engines, *, instance: str | None, limit: int = 100) -> list[dict[str, Any]]:
-    """Configuration versions, newest first, with who, when and what changed (one instance's, or all)."""
-    query = select(counterpart_config.c.version, counterpart_config.c.created_at, counterpart_config.c.changed_by,
-                   counterpart_config.c.change).order_by(counterpart_config.c.version.desc()).limit(limit * 4)
-    out = []
-    async with engines.read.connect() as conn:
-        for row in (await conn.execute(query)).all():
-            change = orjson.loads(row.change)
-            if instance is not None and change.get("instance") not in (instance, "*"):
-                continue
-            out.append({"version": row.version, "created_at": _aware(row.created_at), "changed_by": row.changed_by,
-                        "change": change})
-            if len(out) == limit:
-                break
-    return out
-
-
-async def config_version(engines: Engines, *, version: int) -> dict[str, Any] | None:
-    async with engines.read.connect() as conn:
-        row = (await conn.execute(select(counterpart_config).where(counterpart_config.c.version == version))).first()
-    if row is None:
-        return None
-    return {"version": row.version, "document": orjson.loads(row.document), "change": orjson.loads(row.change),
-            "created_at": _aware(row.created_at), "changed_by": row.changed_by}
 
 
 def _aware(value: datetime | None) -> datetime | None:
