@@ -287,8 +287,7 @@ def build_admin(c: Container) -> CounterpartAdmin:
         c.authenticator.mappings = new.mappings
 
     def documents(new: CounterpartConfiguration) -> None:
-        c.documents.mappings = new.mappings
-        c.documents.router = Router(new.mappings)
+        c.documents.reconfigure(new.mappings)
 
     listeners: list[Reconfigure] = [container, accepter, worker, verifier, authenticator, documents]
     settings = c.settings

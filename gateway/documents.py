@@ -141,6 +141,11 @@ class DocumentService:
         # fetched after it expires, so a copy here answers exactly as the store would until its expires_at.
         self._valid: dict[Key, Any] = {}
 
+    def reconfigure(self, mappings: Mappings) -> None:
+        """A live counterpart change: requests from now on route by it; flights under way keep their instance."""
+        self.mappings = mappings
+        self.router = Router(mappings)
+
     # --- lifecycle -----------------------------------------------------------------------------
 
     def start(self) -> None:
