@@ -16,7 +16,7 @@ from sqlalchemy.engine import Connection
 from gateway.canonical.errors import ConfigError, GatewayError, NotFound
 from gateway.canonical.messages import CaseRegistered, parse_message
 from gateway.loops import Loop
-from gateway.mapping import CounterpartsFile, Mappings, load_pins
+from gateway.mapping import CounterpartsFile, Mappings
 from gateway.pipeline.ports import EncodeContext
 from gateway.pipeline.routing import Router
 from gateway.samples import SampleCases
@@ -24,6 +24,7 @@ from gateway.storage import operations
 from gateway.storage.store import action_row
 from gateway.storage.tables import counterpart_config, deliveries, exchanges, messages
 from security.access import Principal
+from security.parties import load_pins
 
 if TYPE_CHECKING:
     from gateway.bootstrap import Container

@@ -33,7 +33,7 @@ from gateway.console.sessions import ConsoleSessions, FailureThrottle
 from gateway.console.web import Console
 from gateway.documents import DocumentService
 from gateway.loops import Loop
-from gateway.mapping import Mappings, load_mappings, load_pins
+from gateway.mapping import Mappings, load_mappings
 from gateway.observability import Metrics
 from gateway.ops_metrics import OperationsMetrics
 from gateway.pipeline.accept import Accepted, Accepter
@@ -54,6 +54,7 @@ from gateway.storage.sessions import SessionStore
 from gateway.storage.store import Store
 from security.keys import KeyStore
 from security.offload import BoundedExecutor
+from security.parties import load_pins
 from security.pii import PiiCipher, generate_key
 from security.outbound import signer_from_store
 
