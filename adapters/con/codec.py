@@ -48,6 +48,7 @@ from gateway.pipeline.ports import (
     EncodeContext,
     RecordLookup,
     RecordResult,
+    SignatureChannel,
     WireRequest,
     WireResponse,
     derived_message_id,
@@ -312,6 +313,7 @@ class ConAdapter:
     """ЦОН via ШЭП: referrals `document.restore` / `registration.temporary` and two record lookups."""
 
     counterpart = "con"
+    signature_channel: SignatureChannel = "xml"  # SOAP: the signature is an XML signature in the envelope
 
     # -- referrals
 
