@@ -1,17 +1,15 @@
-"""Import rules of the layers, read from the source with `ast`: each offending import or cycle is named.
+"""Import rules of the layers, read with `ast`: cycles count module-level imports only, not TYPE_CHECKING ones."""
 
-What counts as an import:
-
-* rules (a)-(c), forbidden dependencies: every import statement in the file, wherever it sits (module level,
-  in a function, under `if TYPE_CHECKING:`): a layer that must not know a module must not name it at all;
-* rule (d), cycles: only imports that run when the module is imported, i.e. module-level statements
-  (also inside a module-level `if`/`try`/`with`, or a class body), minus those under `if TYPE_CHECKING:`.
-  A function-local import runs later, once every module is loaded, so it cannot take part in an import cycle;
-  it is the accepted way to defer a dependency, and counting it would forbid that.
-
-An import `from a.b import c` depends on module `a.b.c` when that is one of the scanned modules, else on `a.b`;
-a package's `__init__` is not counted for its submodules (Python loads a partly initialised parent fine).
-"""
+# What counts as an import, and why:
+# - rules (a)-(c), forbidden dependencies: every import statement in the file, wherever it sits (module level,
+#   in a function, under `if TYPE_CHECKING:`), since a layer that must not know a module must not name it at all;
+# - rule (d), cycles: only imports that run when the module is imported: module-level statements (also inside a
+#   module-level `if`/`try`/`with` or a class body), minus those under `if TYPE_CHECKING:`. A function-local
+#   import runs once every module is loaded, so it cannot take part in an import cycle; it is the accepted way
+#   to defer a dependency, and counting it would forbid that.
+# `from a.b import c` depends on module `a.b.c` when that is a scanned module, else on `a.b`. The package
+# `__init__`s Python runs on the way are not counted: a package importing its own submodules would otherwise
+# always look like a cycle.
 
 from __future__ import annotations
 
@@ -20,12 +18,15 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("gateway", "adapters", "security")
 CODEC_FORBIDDEN = ("security", "gateway.storage", "gateway.api")
 CANONICAL_ALLOWED = ("pydantic", "orjson", "gateway.canonical")
 SQL_HOMES = ("gateway.storage", "gateway.cli")
+# "import": runs when the module is imported; "typing": under `if TYPE_CHECKING:`; "call": in a function.
+When = Literal["import", "typing", "call"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class Import:
     target: str  # the imported module (or, for a name out of a package we do not scan, its module)
     path: Path
     line: int
-    when: str  # "import": runs when the module is imported; "typing": under `if TYPE_CHECKING:`; "call": in a function
+    when: When
 
     @property
     def at_import_time(self) -> bool:
@@ -63,8 +64,8 @@ def _is_type_checking(test: ast.expr) -> bool:
         isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
 
 
-def _walk(body: list[ast.stmt], when: str) -> Iterator[tuple[ast.Import | ast.ImportFrom, str]]:
-    """Every import statement under `body`, with when it runs (see Import.when)."""
+def _walk(body: list[ast.stmt], when: When) -> Iterator[tuple[ast.Import | ast.ImportFrom, When]]:
+    """Every import statement under `body`, with when it runs."""
     for node in body:
         if isinstance(node, (ast.Import, ast.ImportFrom)):
             yield node, when
@@ -73,7 +74,7 @@ def _walk(body: list[ast.stmt], when: str) -> Iterator[tuple[ast.Import | ast.Im
         elif isinstance(node, ast.If) and _is_type_checking(node.test):
             yield from _walk(node.body, "typing" if when == "import" else when)
             yield from _walk(node.orelse, when)
-        else:  # if / try / with / for / class bodies: statements nested in them
+        else:  # if / try / with / for / match, and class bodies (run at import time): the statements inside
             for field in ("body", "orelse", "finalbody", "handlers", "cases"):
                 children = getattr(node, field, None)
                 if not children:
@@ -245,6 +246,7 @@ def test_sqlalchemy_only_in_storage_and_cli() -> None:
 
 
 def test_no_import_cycles() -> None:
+    """Module-level imports only (see the note at the top): a deferred or typing-only import is no cycle."""
     problems = import_cycles(IMPORTS, ROOT)
     assert not problems, _report("import cycles", problems)
 
