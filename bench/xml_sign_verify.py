@@ -21,7 +21,7 @@ from gateway.canonical.messages import parse_message
 from gateway.config import ROOT
 from gateway.mapping import load_mappings
 from gateway.pipeline.ports import EncodeContext
-from security.xmlparse import parse_xml
+from gateway.xmlsafe import parse_xml
 from security.xmlsig import SignxmlSigner, verify_envelope
 
 NOW = datetime(2026, 3, 2, 4, 20, tzinfo=timezone.utc)

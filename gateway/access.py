@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import logging
 import time
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import datetime
@@ -13,8 +14,9 @@ from datetime import datetime
 from gateway.canonical.errors import GatewayError
 from gateway.loops import Loop
 from gateway.mapping import Mappings
+from gateway.pipeline.ports import SignatureChannel
+from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
 from gateway.wire import Clock, WireRequest
-from gateway.pipeline.verify import XML_COUNTERPARTS, CounterpartSignatureError, CounterpartVerifier
 from gateway.storage.clients import ClientRow, ClientStore
 from gateway.storage.store import Store, action_row
 from security.access import Principal, same_hash, token_hash
@@ -132,9 +134,10 @@ class Authenticator:
     """Identity only from a verified RFC 9421 signature, XML signature or bearer token; never from a header."""
 
     def __init__(self, *, directory: ClientDirectory, counterparts: CounterpartVerifier, mappings: Mappings,
-                 nonces: NonceStore, clock: Clock, base_url: str, insecure_no_auth: bool = False,
-                 executor: Executor | None = None) -> None:
+                 nonces: NonceStore, clock: Clock, base_url: str, channels: Mapping[str, SignatureChannel],
+                 insecure_no_auth: bool = False, executor: Executor | None = None) -> None:
         self.directory = directory
+        self.channels = channels  # counterpart -> channel: an XML-signed callback carries no signature headers
         self.counterparts = counterparts
         self.mappings = mappings
         self.clock = clock
@@ -159,7 +162,7 @@ class Authenticator:
         counterpart = path[len(INBOUND_PREFIX):].split("/")[0] if path.startswith(INBOUND_PREFIX) else None
         if "signature-input" in fields or "signature" in fields:
             return await self._signed(method, target_uri, headers, body, fields, counterpart)
-        if counterpart in XML_COUNTERPARTS and body.lstrip().startswith(b"<"):
+        if counterpart is not None and self.channels.get(counterpart) == "xml" and body.lstrip().startswith(b"<"):
             return await self._xml_callback(counterpart, body)
         authorization = fields.get("authorization", "")
         if authorization:

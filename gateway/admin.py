@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from gateway.canonical.errors import ConfigError, GatewayError, NotFound
 from gateway.canonical.messages import CaseRegistered, parse_message
 from gateway.loops import Loop
-from gateway.mapping import CounterpartsFile, Mappings, load_pins
+from gateway.mapping import CounterpartsFile, Mappings
 from gateway.pipeline.ports import Adapter, EncodeContext
 from gateway.wire import Clock
 from gateway.samples import SampleCases
@@ -25,6 +25,7 @@ from gateway.storage.counterpart_config import CounterpartConfigStore
 from gateway.storage.dead_letters import DeadLetterStore, Move, Requeue
 from gateway.storage.store import action_row
 from security.access import Principal
+from security.parties import load_pins
 
 log = logging.getLogger("gateway.admin")
 

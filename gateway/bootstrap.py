@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -33,13 +34,13 @@ from gateway.console.sessions import ConsoleSessions, FailureThrottle
 from gateway.console.web import Console
 from gateway.documents import DocumentService
 from gateway.loops import Loop
-from gateway.mapping import Mappings, load_mappings, load_pins
+from gateway.mapping import Mappings, load_mappings
 from gateway.observability import Metrics
 from gateway.ops_metrics import OperationsMetrics
 from gateway.pipeline.accept import Accepted, Accepter
 from gateway.pipeline.delivery import DeliveryWorker, WorkerSettings
 from gateway.pipeline.exchange import OutboundExchange
-from gateway.pipeline.ports import Adapter
+from gateway.pipeline.ports import Adapter, SignatureChannel
 from gateway.wire import Clock, system_clock
 from gateway.pipeline.routing import Router
 from gateway.pipeline.transport import HttpxTransport, Transport
@@ -58,6 +59,7 @@ from gateway.storage.sessions import SessionStore
 from gateway.storage.store import Store
 from security.keys import KeyStore
 from security.offload import BoundedExecutor
+from security.parties import load_pins
 from security.pii import PiiCipher, generate_key
 from security.outbound import signer_from_store
 
@@ -67,6 +69,12 @@ log = logging.getLogger("gateway")
 def build_adapters() -> dict[str, Adapter]:
     return {a.counterpart: a for a in (ConAdapter(), HealthAdapter(), MioAdapter(), MtsznAdapter(), ProbationAdapter(),
                                        WebhookAdapter())}
+
+
+def signature_channels(adapters: Mapping[str, Adapter]) -> dict[str, SignatureChannel]:
+    """Counterpart -> how its messages are signed, as each adapter declares: the signer, verifier and
+    authenticator ask this instead of knowing counterparts by name."""
+    return {name: adapter.signature_channel for name, adapter in adapters.items()}
 
 
 @dataclass
@@ -198,11 +206,13 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
         log.warning("the exchange log gets no signed checkpoints without an active json key")
     nonces = SqlNonceStore(store=store, clock=clock)
     crypto = BoundedExecutor(2, max_pending=64, thread_name_prefix="verify")
-    verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock, executor=crypto)
-    metrics = Metrics()
     adapters = build_adapters()
+    channels = signature_channels(adapters)
+    verifier = CounterpartVerifier(mappings=mappings, pins=pins, nonces=nonces, clock=clock, channels=channels,
+                                   executor=crypto)
+    metrics = Metrics()
     transport = transport or HttpxTransport()
-    signer = signer_from_store(keys) if keys is not None else None
+    signer = signer_from_store(keys, channels=channels) if keys is not None else None
     if signer is None or signer.http is None or signer.xml is None:
         log.warning("outbound messages go unsigned on a channel without an active key: run `gateway keys generate`")
     accepter = Accepter(
@@ -242,7 +252,7 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
         _bench_only(settings, "insecure_no_auth", "unsigned calls are accepted as the system client")
     directory = ClientDirectory(clients, flush_interval_s=settings.client_use_flush_s)
     authenticator = Authenticator(directory=directory, counterparts=verifier, mappings=mappings,
-                                  nonces=nonces, clock=clock, base_url=settings.base_url,
+                                  nonces=nonces, clock=clock, base_url=settings.base_url, channels=channels,
                                   insecure_no_auth=settings.insecure_no_auth, executor=crypto)
     events = SecurityEvents(store=store, clock=clock)
     documents = DocumentService(store=store, documents=DocumentStore(engines), mappings=mappings, adapters=adapters,

@@ -10,7 +10,6 @@ from pydantic import BaseModel, ConfigDict, Field, HttpUrl, PrivateAttr, Validat
 
 from gateway.canonical.errors import ConfigError, WireDecodeError
 from gateway.canonical.messages import Domain, RecordKind, ReferralKind, RiskLevel
-from security.parties import PinError, PinnedKey, load_pin, parse_pin
 
 Counterpart = Literal["con", "mio", "mtszn", "health", "probation"]
 # What the delivery worker sends to: the counterparts, and the alert webhooks of alerts.yaml.
@@ -473,27 +472,6 @@ def key_file(name: str, *, counterparts_file: Path, home: Path) -> Path:
     if name.startswith(HOME_MARK):
         return (home / name.removeprefix(HOME_MARK)).resolve()
     return (counterparts_file.parent / name).resolve()
-
-
-def load_pins(mappings: Mappings, *, counterparts_file: Path, home: Path) -> dict[str, tuple[PinnedKey, ...]]:
-    """Each instance's pinned keys, read from the files its `keys` name; ConfigError names file and field."""
-    errors: list[str] = []
-    pins: dict[str, tuple[PinnedKey, ...]] = {}
-    for i, inst in enumerate(mappings.counterparts.instances):
-        keys = []
-        for j, name in enumerate(inst.keys):
-            try:
-                if name.lstrip().startswith(("-----BEGIN", "{")):  # given inline, e.g. through the admin API
-                    keys.append(parse_pin(name.encode()))
-                else:
-                    keys.append(load_pin(key_file(name, counterparts_file=counterparts_file, home=home)))
-            except PinError as exc:
-                errors.append(f"{counterparts_file}: instances.{i}.keys.{j}: {exc}")
-        pins[inst.name] = tuple(keys)
-    if errors:
-        raise ConfigError("invalid pinned keys:\n" + "\n".join(f"  {e}" for e in errors)
-                          + "\n  (the simulators' keys are created by `gateway simulators` or `gateway demo`)")
-    return pins
 
 
 def load_mappings(directory: Path, *, counterparts_file: Path | None = None,

@@ -1,1 +1,1 @@
-"""Security: hardened parsing now; signing, verification, keys and identities as they come."""
+"""Security: signatures (RFC 9421, XML), the gateway's keys, pinned peer keys, caller identities, PII sealing."""

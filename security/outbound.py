@@ -1,16 +1,16 @@
-"""Signing what the gateway sends: RFC 9421 for the JSON counterparts, XML signature for ЦОН's SOAP."""
+"""Signing what the gateway sends: RFC 9421 headers or an XML signature, as the counterpart's channel says."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.mapping import Instance
+from gateway.pipeline.ports import SignatureChannel
 from gateway.wire import WireRequest
 from security.httpsig import HttpSigner
 from security.keys import KeyStore
 from security.xmlsig import SignxmlSigner, XmlSigner
-
-XML_COUNTERPARTS = frozenset({"con"})
 
 
 @dataclass
@@ -19,9 +19,10 @@ class OutboundSigner:
 
     http: HttpSigner | None
     xml: XmlSigner | None
+    channels: Mapping[str, SignatureChannel]  # counterpart -> channel, as its adapter declares (see bootstrap)
 
     def sign(self, request: WireRequest, *, instance: Instance) -> WireRequest:
-        if instance.counterpart in XML_COUNTERPARTS:
+        if self.channels.get(instance.counterpart) == "xml":
             if self.xml is None:
                 return request
             return WireRequest(request.method, request.path, request.headers, self.xml.sign(request.body))
@@ -30,7 +31,7 @@ class OutboundSigner:
         return self.http.sign_request(request, target_uri=instance.url + request.path)
 
 
-def signer_from_store(store: KeyStore) -> OutboundSigner:
+def signer_from_store(store: KeyStore, *, channels: Mapping[str, SignatureChannel]) -> OutboundSigner:
     """Signers for the store's active keys; a channel without an active key sends unsigned (and says so)."""
     http = xml = None
     json_key = store.active_info(channel="json")
@@ -41,4 +42,4 @@ def signer_from_store(store: KeyStore) -> OutboundSigner:
     if xml_key is not None:
         key = store.active(channel="xml")
         xml = SignxmlSigner(key=key.private_key, certificate=key.certificate)
-    return OutboundSigner(http=http, xml=xml)
+    return OutboundSigner(http=http, xml=xml, channels=channels)

@@ -1,4 +1,4 @@
-"""The gateway's peers' keys: pinned public keys and certificates read from files, and peer key pairs."""
+"""The gateway's peers' keys: the instances' pinned public keys and certificates, and peer key pairs."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
+from gateway.canonical.errors import ConfigError
+from gateway.mapping import Mappings, key_file
 from security.httpsig import HttpSigner
 from security.keys import (
     DEFAULT_CERT_VALIDITY,
@@ -97,6 +99,27 @@ def load_pin(path: Path) -> PinnedKey:
     except OSError as exc:
         raise PinError(f"cannot read {path}: {exc.strerror}") from exc
     return parse_pin(data)
+
+
+def load_pins(mappings: Mappings, *, counterparts_file: Path, home: Path) -> dict[str, tuple[PinnedKey, ...]]:
+    """Each instance's pinned keys, read from the files its `keys` name; ConfigError names file and field."""
+    errors: list[str] = []
+    pins: dict[str, tuple[PinnedKey, ...]] = {}
+    for i, inst in enumerate(mappings.counterparts.instances):
+        keys = []
+        for j, name in enumerate(inst.keys):
+            try:
+                if name.lstrip().startswith(("-----BEGIN", "{")):  # given inline, e.g. through the admin API
+                    keys.append(parse_pin(name.encode()))
+                else:
+                    keys.append(load_pin(key_file(name, counterparts_file=counterparts_file, home=home)))
+            except PinError as exc:
+                errors.append(f"{counterparts_file}: instances.{i}.keys.{j}: {exc}")
+        pins[inst.name] = tuple(keys)
+    if errors:
+        raise ConfigError("invalid pinned keys:\n" + "\n".join(f"  {e}" for e in errors)
+                          + "\n  (the simulators' keys are created by `gateway simulators` or `gateway demo`)")
+    return pins
 
 
 @dataclass(frozen=True)

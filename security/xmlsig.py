@@ -25,7 +25,7 @@ from signxml import (
 from signxml.algorithms import SignatureConstructionMethod
 from signxml.exceptions import InvalidCertificate, InvalidDigest, SignXMLException
 
-from security.xmlparse import MAX_XML_BYTES, UnsafeXml, parse_xml
+from gateway.xmlsafe import MAX_XML_BYTES, UnsafeXml, parse_xml
 
 # Layout (chosen: the OASIS WSS 1.0 header, the convention of WSS endpoints such as ШЭП's `bip-sync-wss-gost`):
 #
@@ -295,7 +295,7 @@ def _key_info_certificate(signature: etree._Element) -> x509.Certificate | None:
 
 
 def _hardened_parser() -> etree.XMLParser:
-    # signxml re-parses serialised copies; give it the same settings as security.xmlparse, one per call
+    # signxml re-parses serialised copies; give it the same settings as gateway.xmlsafe, one per call
     # because lxml parser objects are not safe to share across threads
     return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
                            huge_tree=False, remove_pis=True)

@@ -149,7 +149,7 @@ def test_an_instance_that_must_sign_without_a_pinned_key_is_named(mappings_dir: 
 
 
 def test_an_unreadable_pinned_key_stops_start_up_naming_file_and_field(tmp_path: Path) -> None:
-    from gateway.mapping import load_pins
+    from security.parties import load_pins
 
     mappings_dir = tmp_path / "full"
     shutil.copytree(MAPPINGS, mappings_dir)

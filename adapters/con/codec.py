@@ -48,11 +48,12 @@ from gateway.pipeline.ports import (
     EncodeContext,
     RecordLookup,
     RecordResult,
+    SignatureChannel,
     WireRequest,
     WireResponse,
     derived_message_id,
 )
-from security.xmlparse import UnsafeXml, parse_xml
+from gateway.xmlsafe import UnsafeXml, parse_xml
 
 SOAP_NS = "http://schemas.xmlsoap.org/soap/envelope/"
 TYPES_NS = "http://bip.bee.kz/SyncChannel/v10/Types"
@@ -236,7 +237,7 @@ def read_fault(fault: etree._Element) -> tuple[str, str]:
 
 
 def read_envelope(body: bytes, *, what: str) -> SoapMessage:
-    """Parse untrusted bytes (security.xmlparse) as a SOAP 1.1 SendMessage[Response]; a Fault is an error."""
+    """Parse untrusted bytes (gateway.xmlsafe) as a SOAP 1.1 SendMessage[Response]; a Fault is an error."""
     try:
         root = parse_xml(body)
     except UnsafeXml as exc:
@@ -312,6 +313,7 @@ class ConAdapter:
     """ЦОН via ШЭП: referrals `document.restore` / `registration.temporary` and two record lookups."""
 
     counterpart = "con"
+    signature_channel: SignatureChannel = "xml"  # SOAP: the signature is an XML signature in the envelope
 
     # -- referrals
 

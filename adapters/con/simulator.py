@@ -42,7 +42,7 @@ from adapters.con.codec import (
 from adapters.simulation import SimSigner, answer, apply_faults, repeat, simulator_app, slow
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import is_valid_iin
-from security.xmlparse import parse_xml
+from gateway.xmlsafe import parse_xml
 
 WSDL_DIR = Path(__file__).with_name("wsdl")
 ALMATY = ZoneInfo("Asia/Almaty")

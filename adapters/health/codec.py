@@ -29,6 +29,7 @@ from gateway.pipeline.ports import (
     EncodeContext,
     RecordLookup,
     RecordResult,
+    SignatureChannel,
     WireRequest,
     WireResponse,
     derived_message_id,
@@ -254,6 +255,7 @@ class HealthAdapter:
     always validates what the registry sends."""
 
     counterpart = "health"
+    signature_channel: SignatureChannel = "http"
 
     def __init__(self, *, validate_outgoing: bool = False) -> None:
         self.validate_outgoing = validate_outgoing

@@ -10,7 +10,14 @@ import orjson
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.messages import AnyMessage, parse_message
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse, derived_message_id
+from gateway.pipeline.ports import (
+    DecodeContext,
+    EncodeContext,
+    SignatureChannel,
+    WireRequest,
+    WireResponse,
+    derived_message_id,
+)
 
 REFERRALS_PATH = "/api/v1/referrals"
 ESCALATIONS_PATH = "/api/v1/escalations"
@@ -38,6 +45,7 @@ def _field(doc: dict[str, Any], name: str) -> Any:
 
 class MioAdapter:
     counterpart = "mio"
+    signature_channel: SignatureChannel = "http"
 
     def encode(
         self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext

@@ -34,6 +34,7 @@ from gateway.pipeline.ports import (
     EncodeContext,
     RecordLookup,
     RecordResult,
+    SignatureChannel,
     WireRequest,
     WireResponse,
     derived_message_id,
@@ -120,6 +121,7 @@ def _headers(message_id: str) -> tuple[tuple[str, str], ...]:
 
 class MtsznAdapter:
     counterpart = "mtszn"
+    signature_channel: SignatureChannel = "http"
 
     # -- referrals -------------------------------------------------------------------------------------
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.messages import AnyMessage
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse
+from gateway.pipeline.ports import DecodeContext, EncodeContext, SignatureChannel, WireRequest, WireResponse
 
 RECEIVE_PATH = "/api/v1/gateway-messages"
 
 
 class ProbationAdapter:
     counterpart = "probation"
+    signature_channel: SignatureChannel = "http"
 
     def encode(
         self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext

@@ -9,7 +9,7 @@ import orjson
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.messages import AlertNotification, AnyMessage
 from gateway.mapping import Instance, Mappings
-from gateway.pipeline.ports import DecodeContext, EncodeContext, WireRequest, WireResponse
+from gateway.pipeline.ports import DecodeContext, EncodeContext, SignatureChannel, WireRequest, WireResponse
 
 SCHEMA = "urn:probation-gateway:alert-notification:v1"
 
@@ -38,6 +38,7 @@ def notification_document(message: AlertNotification) -> dict[str, Any]:
 
 class WebhookAdapter:
     counterpart = "webhook"
+    signature_channel: SignatureChannel = "http"
 
     def encode(self, message: AnyMessage, *, mappings: Mappings, instance: Instance,
                context: EncodeContext) -> WireRequest:

@@ -20,7 +20,7 @@ from gateway.audit.integrity import VerifyJobs
 from gateway.canonical.errors import GatewayError
 from gateway.console.i18n import LANGUAGE_NAMES, LANGUAGES, Catalogues, Language
 from gateway.console.sessions import ConsoleSession, ConsoleSessions
-from security.xmlparse import parse_xml
+from gateway.xmlsafe import parse_xml
 
 PREFIX = "/console"
 STATIC = Path(__file__).parent / "static"

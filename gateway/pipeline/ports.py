@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any, Callable, Collection, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Collection, Literal, Protocol
 
 from gateway.wire import WireRequest, WireResponse
 
@@ -53,10 +53,15 @@ class RecordResult:
     as_of: datetime
 
 
+# How a counterpart's messages are signed, both ways: RFC 9421 headers, or an XML signature inside the body.
+SignatureChannel = Literal["http", "xml"]
+
+
 class Adapter(Protocol):
     """Translates canonical messages to one counterpart's wire format and back, without I/O."""
 
     counterpart: str
+    signature_channel: SignatureChannel  # the adapter knows its wire format, so it says which signature it takes
 
     def encode(
         self, message: AnyMessage, *, mappings: Mappings, instance: Instance, context: EncodeContext

@@ -5,15 +5,16 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+from collections.abc import Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from datetime import timedelta
 
 from gateway.mapping import Instance, Mappings
+from gateway.pipeline.ports import SignatureChannel
 from gateway.wire import Clock, WireRequest, WireResponse
 from security.httpsig import MAX_FUTURE_SKEW, HttpVerifier, NonceStore, SignatureError, Verified
 from security.keys import PublicKey
-from security.outbound import XML_COUNTERPARTS
 from security.parties import PinnedKey
 from security.xmlsig import XmlSignatureError, fingerprint, verify_envelope
 
@@ -50,11 +51,12 @@ def _revoked(pin: PinnedKey, inst: Instance) -> bool:
 
 
 class CounterpartVerifier:
-    """Per instance: RFC 9421 for the JSON counterparts, XML signatures for ЦОН; a shared nonce store."""
+    """Per instance: RFC 9421 or XML signatures, by the counterpart's channel; a shared nonce store."""
 
     def __init__(self, *, mappings: Mappings, pins: dict[str, tuple[PinnedKey, ...]], nonces: NonceStore,
-                 clock: Clock, executor: Executor | None = None) -> None:
+                 clock: Clock, channels: Mapping[str, SignatureChannel], executor: Executor | None = None) -> None:
         self.mappings = mappings
+        self.channels = channels  # counterpart -> channel, as its adapter declares (see bootstrap)
         self.executor = executor
         self.pins = pins
         self.nonces = nonces
@@ -142,9 +144,10 @@ class CounterpartVerifier:
     async def verify_response(self, inst: Instance, *, request: WireRequest, response: WireResponse
                               ) -> tuple[WireResponse, CounterpartIdentity]:
         """The response to decode (for XML: only what was signed), or CounterpartSignatureError."""
-        if not inst.require_signatures and not _carries_signature(inst, response.headers, response.body):
+        xml = self.channels.get(inst.counterpart) == "xml"
+        if not inst.require_signatures and not _carries_signature(xml, response.headers, response.body):
             return response, CounterpartIdentity(inst.name, None, verified=False)
-        if inst.counterpart in XML_COUNTERPARTS:
+        if xml:
             _, envelope, fp = await self.verify_xml([inst], response.body)
             return WireResponse(response.status, response.headers, envelope), CounterpartIdentity(inst.name, fp, True)
         verified = await self.verify_http(inst, kind="response", message=response, request=request,
@@ -152,8 +155,8 @@ class CounterpartVerifier:
         return response, CounterpartIdentity(inst.name, verified.keyid, True)
 
 
-def _carries_signature(inst: Instance, headers: tuple[tuple[str, str], ...], body: bytes) -> bool:
-    if inst.counterpart in XML_COUNTERPARTS:
+def _carries_signature(xml: bool, headers: tuple[tuple[str, str], ...], body: bytes) -> bool:
+    if xml:
         return b"Signature" in body
     return any(k.lower() == "signature-input" for k, _ in headers)
 

@@ -40,7 +40,7 @@ from gateway.pipeline.ports import (
     derived_message_id,
 )
 from gateway.samples import SampleCases
-from security.xmlparse import parse_xml
+from gateway.xmlsafe import parse_xml
 from tests.adapters.golden_support import check_golden
 from tests.harness import ThreadServer, sim_config, sim_stats, wait_for
 

@@ -1,4 +1,4 @@
-"""The one XML parser of the gateway: no DTD, no entities, no network, no huge trees, size cap first."""
+"""The one XML parser (codecs and signatures): no DTD, no entities, no network, no huge trees, size cap first."""
 
 from __future__ import annotations
 
