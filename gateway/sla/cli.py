@@ -19,7 +19,9 @@ import typer
 
 from gateway.canonical.errors import ConfigError
 from gateway.config import MAPPINGS
-from gateway.sla.engine import Event, EventLineError, SlaReport
+from gateway.sla import render
+from gateway.sla.engine import SlaReport
+from gateway.sla.events import Event, EventLineError
 
 sla_app = typer.Typer(help="Domain SLA reports", no_args_is_help=True)
 _SPLIT_ABOVE = 16 * 2**20  # bytes; below this a second process costs more than it saves
@@ -54,16 +56,17 @@ def write_report(report: SlaReport, out: BinaryIO, *, format: str = "json") -> N
     renders the second half into a temporary file meanwhile, and this process appends it after the first.
     """
     if format == "json":
-        head, tail = report.json_head(), report.json_tail()
+        head = render.json_head(as_of=report.as_of)
+        tail = render.json_tail(summary=report.summary, kpi=report.kpi)
         sep = b","
 
         def part(start: int, stop: int) -> Iterator[bytes]:
-            return report.iter_legs_json(start, stop)
+            return render.iter_legs_json(report.legs, start=start, stop=stop)
     else:
-        head, tail, sep = report.csv_head().encode(), b"", b""
+        head, tail, sep = render.csv_head().encode(), b"", b""
 
         def part(start: int, stop: int) -> Iterator[bytes]:
-            return (text.encode() for text in report.iter_legs_csv(start, stop))
+            return (text.encode() for text in render.iter_legs_csv(report.legs, start=start, stop=stop))
     legs = len(report.legs)
     out.write(head)
     if legs < _SPLIT_LEGS_ABOVE or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
@@ -104,7 +107,7 @@ def read_events(path: Path) -> Iterator[Event]:
     Parsing is most of a report's time, so on a large file a forked child parses the second half while this
     process parses the first (and the engine consumes it); the child's events come back pickled as tuples.
     """
-    from gateway.sla.engine import parse_event_lines
+    from gateway.sla.events import parse_event_lines
 
     size = path.stat().st_size
     if size < _SPLIT_ABOVE or (os.cpu_count() or 1) < 2 or not hasattr(os, "fork"):
@@ -125,7 +128,7 @@ def read_events(path: Path) -> Iterator[Event]:
                 f.seek(middle)
                 payload: tuple[str, object] = ("ok", [tuple(e) for e in parse_event_lines(f, first_line=first_line)])
         except EventLineError as exc:
-            payload = ("error", str(exc))
+            payload = ("error", (exc.line_no, exc.reason))
         except BaseException as exc:  # noqa: BLE001 (anything else is reported by the parent, not lost)
             payload = ("crash", repr(exc))
         with os.fdopen(write_end, "wb") as out:
@@ -141,7 +144,7 @@ def read_events(path: Path) -> Iterator[Event]:
         os.waitpid(pid, 0)
         waited = True
         if status == "error":
-            raise EventLineError(data)
+            raise EventLineError(*data)  # type: ignore[misc]
         if status != "ok":
             raise RuntimeError(f"the parsing process failed: {data}")
         new = tuple.__new__

@@ -109,7 +109,7 @@ def test_a_bad_sla_yaml_stops_the_report(events_file: tuple[Path, dict[str, dict
 def test_a_large_file_is_parsed_in_two_processes_with_the_same_result(tmp_path: Path,
                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
     from gateway.sla import cli
-    from gateway.sla.engine import parse_event_lines
+    from gateway.sla.events import parse_event_lines
 
     messages = []
     for n in range(300):
