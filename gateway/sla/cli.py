@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import os
+import pickle
 import shutil
 import sys
 import tempfile
@@ -81,12 +82,17 @@ def _line_starts(path: Path, start: int, stop: int, step: int) -> list[int]:
     return starts
 
 
-def _parse_part(path: Path, start: int, stop: int) -> list[tuple[Any, ...]]:
-    """In the second process: bytes [start, stop) of the events file, line numbers counted from `start`."""
+def _parse_part(path: Path, start: int, stop: int) -> bytes:
+    """In the second process: bytes [start, stop) of the events file, line numbers counted from `start`.
+
+    Returned pickled, to be unpickled when read: the executor would unpickle each part on arrival, in a
+    thread, scattering short-lived tuples among the first half's events (measured: a few MiB more peak RSS).
+    """
     with path.open("rb") as f:
         f.seek(start)
         # Plain tuples: an Event would be unpickled through its Python-level __new__, one call per event.
-        return [tuple(e) for e in parse_event_lines(_lines(f, stop - start))]
+        events = [tuple(e) for e in parse_event_lines(_lines(f, stop - start))]
+    return pickle.dumps(events, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def read_events(path: Path, *, split_above: int = SPLIT_EVENTS_ABOVE) -> Iterator[Event]:
@@ -107,14 +113,14 @@ def read_events(path: Path, *, split_above: int = SPLIT_EVENTS_ABOVE) -> Iterato
             f.readline()
             middle = f.tell()
         starts = _line_starts(path, middle, size, _PARSE_PART)
-        parts: deque[tuple[int, Future[list[tuple[Any, ...]]]]] = deque(
+        parts: deque[tuple[int, Future[bytes]]] = deque(
             (start, pool.submit(_parse_part, path, start, stop)) for start, stop in zip(starts, starts[1:]))
         with path.open("rb") as f:
             yield from parse_event_lines(_lines(f, middle))
         while parts:
             start, part = parts.popleft()  # dropped once read: each part's result is held once, briefly
             try:
-                values = part.result()
+                values = pickle.loads(part.result())
             except EventLineError as exc:
                 with path.open("rb") as f:
                     raise EventLineError(_count_lines(f, start) + exc.line_no, exc.reason) from None

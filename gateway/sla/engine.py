@@ -229,7 +229,7 @@ def _case(case_id: str, events: list[Event], plan: _Plan) -> _CaseFacts:
     unstopped = False
     for index, rule_starts in starts.items():
         r = rules[index]
-        groups: dict[str | None, _Stops] = {}  # per risk when the rule links stops to it, else one
+        groups: dict[str | None, _Stops] = {}  # a linked rule is stopped only by a reply on the same risk
         for s in stops.get(index, ()):
             key = s.risk_id if r.linked else None
             group = groups.get(key)
