@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from sqlalchemy import create_engine
 
 from gateway.audit.chain import LogEntry, append, sha256_hex, signer_for_key, write_checkpoint
-from gateway.audit.verify import stream_connection
+from gateway.audit.stream import stream_connection
 from gateway.config import ROOT
 from gateway.storage.db import create_engines, migrate
 from security.keys import public_jwk

@@ -182,7 +182,8 @@ async def service(built: Built, opts: argparse.Namespace, figures: Figures) -> N
 async def full_recompute(store: Store, sla: Any) -> Any:
     """What every live report did before the per-process feed: read and parse every message, recompute all."""
     from gateway.audit.export import iter_event_lines
-    from gateway.sla.engine import compute_report, parse_event_line
+    from gateway.sla.engine import compute_report
+    from gateway.sla.events import parse_event_line
 
     events, n = [], 0
     async for line in iter_event_lines(store=store):

@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from gateway.audit.chain import keystore_resolver
-from gateway.audit.verify import VerifyReport, log_size, verify_store
+from gateway.audit.stream import log_size
+from gateway.audit.verify import VerifyReport, verify_store
 from gateway.wire import Clock
 from gateway.storage.db import Engines
 from security.keys import KeyStore

@@ -29,7 +29,7 @@ from gateway.audit.chain import (
 )
 from gateway.audit.export import iter_event_lines
 from gateway.audit.log import ExchangeLog
-from gateway.audit.verify import export_chain
+from gateway.audit.export import export_chain
 from gateway.canonical.errors import GatewayError, NotFound
 from gateway.canonical.iin import mask_iin
 from gateway.mapping import Mappings

@@ -2,38 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
-import base64
-import binascii
 import hashlib
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
+from typing import Any, Literal
 
 import orjson
-from sqlalchemy import and_, column, create_engine, func, or_, select
 from sqlalchemy.engine import Connection
 
-from gateway.audit.chain import (
-    CHECKPOINT_FIELDS,
-    GENESIS,
-    KeyResolver,
-    RAW_FIELDS,
-    RECORD_FIELDS,
-    canonical_with_digests,
-    checkpoint_problem,
-    format_time,
-)
-from gateway.storage.audit_tables import audit_checkpoints, exchange_log
+from gateway.audit.chain import GENESIS, KeyResolver, canonical_with_digests, checkpoint_problem
+from gateway.audit.export import read_export
+from gateway.audit.stream import PAGE, PROGRESS_EVERY, run_on_log, stream_connection
 from gateway.storage.db import Engines
 
 ProblemKind = Literal["edited", "deleted", "inserted", "reordered", "truncated", "bad-checkpoint-signature"]
-PAGE = 5_000  # rows per query: ~6 MiB of records in memory at most
-PROGRESS_EVERY = 10_000
-_RECORD_KEYS = frozenset(RECORD_FIELDS) | {"record"}
-_CHECKPOINT_KEYS = frozenset(CHECKPOINT_FIELDS) | {"record"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +44,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return self.problem is None
-
-
-class ExportFormatError(ValueError):
-    """A line of an export file that is not a record or checkpoint line as `export_chain` writes them."""
 
 
 def _digests(record: Mapping[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -272,93 +251,7 @@ def _report(v: _Verifier, problem: Problem | None) -> VerifyReport:
                         signatures_checked=v.public_key is not None, problem=problem)
 
 
-# ---- reading the store -----------------------------------------------------------------------------
-
-# Untyped on purpose: the driver's own values, without SQLAlchemy's per-value result processing
-# (a third of the read time); `_stored_time` turns what each backend gives for `at` into RFC 3339.
-_RECORD_COLUMNS = [column(name) for name in RECORD_FIELDS]
-_CHECKPOINT_COLUMNS = [audit_checkpoints.c[name] for name in CHECKPOINT_FIELDS]
-
-
-def _bounds(conn: Connection) -> tuple[int, int]:
-    """(last checkpoint id, last seq), read in this order.
-
-    Every checkpoint committed before the head is read covers records at or below that head, so a
-    log still growing during verification is read as one consistent prefix, and a checkpoint beyond
-    the records read means truncation, not a race."""
-    cp_max = conn.execute(select(func.max(audit_checkpoints.c.id))).scalar() or 0
-    seq_max = conn.execute(select(func.max(exchange_log.c.seq))).scalar() or 0
-    return cp_max, seq_max
-
-
-def _stored_time(value: datetime | str) -> str:
-    if isinstance(value, str):
-        # SQLite keeps UTCDateTime as naive UTC text, `YYYY-MM-DD HH:MM:SS.ffffff`.
-        if len(value) == 26 and value[10] == " ":
-            return f"{value[:10]}T{value[11:]}Z"
-        return format_time(datetime.fromisoformat(value).replace(tzinfo=timezone.utc))
-    return format_time(value)
-
-
-def _record_page(conn: Connection, after: int, upto: int, limit: int) -> list[dict[str, Any]]:
-    """Records after seq `after`, `at` as its RFC 3339 text (what the hash covers)."""
-    rows = conn.execute(
-        select(*_RECORD_COLUMNS).select_from(exchange_log)
-        .where(exchange_log.c.seq > after, exchange_log.c.seq <= upto)
-        .order_by(exchange_log.c.seq).limit(limit)
-    ).all()
-    out = []
-    for row in rows:
-        record = dict(zip(RECORD_FIELDS, row))
-        record["at"] = _stored_time(record["at"])
-        out.append(record)
-    return out
-
-
-def _checkpoint_page(conn: Connection, after: tuple[int, int], upto_id: int, limit: int) -> list[dict[str, Any]]:
-    size, cp_id = after
-    cps = audit_checkpoints.c
-    rows = conn.execute(
-        select(*_CHECKPOINT_COLUMNS)
-        .where(cps.id <= upto_id, or_(cps.size > size, and_(cps.size == size, cps.id > cp_id)))
-        .order_by(cps.size, cps.id).limit(limit)
-    ).all()
-    return [dict(zip(CHECKPOINT_FIELDS, row)) for row in rows]
-
-
-PageFetch = Callable[[Callable[[Connection], list[dict[str, Any]]]], list[dict[str, Any]]]
-
-
-def _stream(fetch: PageFetch, *, upto_seq: int, upto_cp: int, page: int
-            ) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    """Records in seq order and checkpoints in size order, a page per query (keyset pagination)."""
-
-    def records() -> Iterator[dict[str, Any]]:
-        after = 0
-        while True:
-            rows = fetch(lambda c: _record_page(c, after, upto_seq, page))
-            if not rows:
-                return
-            yield from rows
-            after = rows[-1]["seq"]
-
-    def checkpoints() -> Iterator[dict[str, Any]]:
-        after = (-1, 0)
-        while True:
-            rows = fetch(lambda c: _checkpoint_page(c, after, upto_cp, page))
-            if not rows:
-                return
-            yield from rows
-            after = (rows[-1]["size"], rows[-1]["id"])
-
-    return records(), checkpoints()
-
-
-def stream_connection(conn: Connection, *, page: int = PAGE
-                      ) -> tuple[Iterator[dict[str, Any]], Iterator[dict[str, Any]]]:
-    """(records in seq order, checkpoints in size order) of the log as it is now, read a page at a time."""
-    cp_max, seq_max = _bounds(conn)
-    return _stream(lambda q: q(conn), upto_seq=seq_max, upto_cp=cp_max, page=page)
+# ---- where the records come from -------------------------------------------------------------------
 
 
 def verify_connection(conn: Connection, *, public_key: KeyResolver | None,
@@ -368,159 +261,18 @@ def verify_connection(conn: Connection, *, public_key: KeyResolver | None,
     return verify_records(records, cps, public_key=public_key, progress=progress)
 
 
-async def _threaded(engines: Engines, work: Callable[[Iterator[dict[str, Any]], Iterator[dict[str, Any]]], Any],
-                    *, page: int) -> Any:
-    """Run `work(records, checkpoints)` in a thread so hashing never blocks the event loop.
-
-    SQLite: the thread reads through its own stdlib-driver engine (no hop per page). PostgreSQL: each
-    page is fetched by the event loop on asyncpg and handed to the thread."""
-    url = engines.read.url
-    if url.get_backend_name() == "sqlite":
-        def in_thread() -> Any:
-            engine = create_engine(url.set(drivername="sqlite"))
-            try:
-                with engine.connect() as conn:
-                    return work(*stream_connection(conn, page=page))
-            finally:
-                engine.dispose()
-
-        return await asyncio.to_thread(in_thread)
-
-    loop = asyncio.get_running_loop()
-
-    async def run(query: Callable[[Connection], Any]) -> Any:
-        async with engines.read.connect() as aconn:
-            return await aconn.run_sync(query)
-
-    def fetch(query: Callable[[Connection], Any]) -> Any:
-        return asyncio.run_coroutine_threadsafe(run(query), loop).result()
-
-    cp_max, seq_max = await run(_bounds)
-    return await asyncio.to_thread(
-        lambda: work(*_stream(fetch, upto_seq=seq_max, upto_cp=cp_max, page=page)))
-
-
-async def log_size(engines: Engines) -> int:
-    """The last seq of the store's log (0 when empty): the total for a progress bar."""
-    async with engines.read.connect() as conn:
-        return (await conn.execute(select(func.max(exchange_log.c.seq)))).scalar() or 0
-
-
 async def verify_store(engines: Engines, *, public_key: KeyResolver | None,
                        progress: Callable[[int], None] | None = None, page: int = PAGE) -> VerifyReport:
     """Verify the store's log online, streaming in seq order; safe while the gateway keeps appending."""
-    return await _threaded(
-        engines, lambda records, cps: verify_records(records, cps, public_key=public_key, progress=progress),
-        page=page)
-
-
-# ---- export files ----------------------------------------------------------------------------------
-
-
-def _b64(value: bytes | None) -> str | None:
-    return None if value is None else base64.b64encode(value).decode("ascii")
-
-
-def record_line(record: Mapping[str, Any]) -> bytes:
-    """One record as an export line: every column, `at` in RFC 3339, raw bytes in base64."""
-    doc = {"record": "log"}
-    for name in RECORD_FIELDS:
-        value = record[name]
-        if name == "at" and not isinstance(value, str):
-            value = format_time(value)
-        elif name in ("request_raw", "response_raw"):
-            value = _b64(value)
-        doc[name] = value
-    return orjson.dumps(doc) + b"\n"
-
-
-def checkpoint_line(cp: Mapping[str, Any]) -> bytes:
-    doc = {"record": "checkpoint"}
-    for name in CHECKPOINT_FIELDS:
-        value = cp[name]
-        doc[name] = format_time(value) if name == "created_at" else value
-    return orjson.dumps(doc) + b"\n"
-
-
-def write_export(records: Iterable[Mapping[str, Any]], checkpoints: Iterable[Mapping[str, Any]], out: BinaryIO, *,
-                 progress: Callable[[int], None] | None = None) -> int:
-    """Write records in seq order, each checkpoint right after the record it covers; returns the record count."""
-    cps = iter(checkpoints)
-    cp = next(cps, None)
-    while cp is not None and cp["size"] == 0:
-        out.write(checkpoint_line(cp))
-        cp = next(cps, None)
-    count = 0
-    for record in records:
-        out.write(record_line(record))
-        count += 1
-        while cp is not None and cp["size"] <= record["seq"]:
-            out.write(checkpoint_line(cp))
-            cp = next(cps, None)
-        if progress is not None and count % PROGRESS_EVERY == 0:
-            progress(count)
-    while cp is not None:
-        out.write(checkpoint_line(cp))
-        cp = next(cps, None)
-    if progress is not None:
-        progress(count)
-    return count
-
-
-async def export_chain(*, engines: Engines, out: BinaryIO, progress: Callable[[int], None] | None = None,
-                       page: int = PAGE) -> int:
-    """Write the whole log and its checkpoints as JSON lines (a consistent prefix while appends go on).
-
-    Record lines are `{"record": "log", ...every column...}`, checkpoint lines
-    `{"record": "checkpoint", ...}`; `gateway audit verify --file` checks such a file offline."""
-    return await _threaded(engines, lambda records, cps: write_export(records, cps, out, progress=progress), page=page)
-
-
-def _parse_line(line: bytes, number: int) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(line)
-    except orjson.JSONDecodeError as exc:
-        raise ExportFormatError(f"line {number}: not JSON ({exc})") from None
-    if not isinstance(doc, dict):
-        raise ExportFormatError(f"line {number}: not a JSON object")
-    kind = doc.get("record")
-    if kind == "log":
-        if doc.keys() != _RECORD_KEYS:
-            raise ExportFormatError(f"line {number}: a record line needs exactly the fields {sorted(_RECORD_KEYS)}")
-        for name, _ in RAW_FIELDS:
-            if doc[name] is not None:
-                try:
-                    doc[name] = base64.b64decode(doc[name], validate=True)
-                except (binascii.Error, TypeError, ValueError):
-                    raise ExportFormatError(f"line {number}: {name} is not base64") from None
-    elif kind == "checkpoint":
-        if doc.keys() != _CHECKPOINT_KEYS:
-            raise ExportFormatError(f"line {number}: a checkpoint line needs exactly the fields {sorted(_CHECKPOINT_KEYS)}")
-    else:
-        raise ExportFormatError(f"line {number}: `record` must be \"log\" or \"checkpoint\", not {kind!r}")
-    return doc
-
-
-def read_export(path: Path, *, kind: Literal["log", "checkpoint"]) -> Iterator[dict[str, Any]]:
-    """The record (or checkpoint) lines of an export file, in file order, parsed lazily."""
-    checkpoint_prefix = b'{"record":"checkpoint"'
-    with path.open("rb") as fh:
-        for number, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            # Cheap skip of the other kind; a line that is neither still gets parsed (and refused).
-            is_cp = line.startswith(checkpoint_prefix)
-            if (kind == "log" and is_cp) or (kind == "checkpoint" and line.startswith(b'{"record":"log"')):
-                continue
-            doc = _parse_line(line, number)
-            if doc["record"] == kind:
-                yield doc
+    return await run_on_log(engines=engines, page=page,
+                            work=lambda records, cps: verify_records(records, cps, public_key=public_key,
+                                                                     progress=progress))
 
 
 def verify_export(path: Path, *, public_key: KeyResolver | None,
                   progress: Callable[[int], None] | None = None) -> VerifyReport:
     """Verify an export file offline (two streaming passes: records and checkpoints).
 
-    Raises ExportFormatError for a line that is not an export line at all."""
+    Raises gateway.audit.export.ExportFormatError for a line that is not an export line at all."""
     return verify_records(read_export(path, kind="log"), read_export(path, kind="checkpoint"),
                           public_key=public_key, progress=progress)

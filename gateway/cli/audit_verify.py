@@ -114,7 +114,9 @@ def verify(
 
     from sqlalchemy.exc import SQLAlchemyError
 
-    from gateway.audit.verify import ExportFormatError, VerifyReport, log_size, verify_export, verify_store
+    from gateway.audit.export import ExportFormatError
+    from gateway.audit.stream import log_size
+    from gateway.audit.verify import VerifyReport, verify_export, verify_store
     from gateway.storage.db import create_engines
 
     settings = _settings(database_url, keys_dir)
@@ -171,7 +173,8 @@ def export_log(
     Every column of every record (raw bodies in base64), each checkpoint after the record it covers."""
     import asyncio
 
-    from gateway.audit.verify import export_chain, log_size
+    from gateway.audit.export import export_chain
+    from gateway.audit.stream import log_size
     from gateway.storage.db import create_engines
 
     settings = _settings(database_url, None)

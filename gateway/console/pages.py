@@ -27,7 +27,7 @@ from gateway.console.web import (
     page_for,
     pretty_text,
 )
-from gateway.sla.engine import STATUSES
+from gateway.sla.legs import STATUSES
 from gateway.sla.live import live_report
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)

@@ -9,8 +9,9 @@ from gateway.canonical.messages import AnyMessage, parse_message
 from gateway.loops import Loop
 from gateway.pipeline.accept import Accepter
 from gateway.pipeline.ports import derived_message_id
+from gateway.sla.engine import SlaReport
+from gateway.sla.legs import Leg
 from gateway.wire import Clock
-from gateway.sla.engine import Leg, SlaReport
 from gateway.sla.live import live_report
 from gateway.sla.policy import SlaConfig
 from gateway.storage.store import Store

@@ -11,7 +11,8 @@ from weakref import WeakKeyDictionary
 
 from gateway.audit.export import event_line, iter_event_lines
 from gateway.sla.calendar import to_us
-from gateway.sla.engine import IncrementalReport, SlaReport, compute_report, parse_event_line, summarize
+from gateway.sla.engine import IncrementalReport, SlaReport, compute_report, summarize
+from gateway.sla.events import parse_event_line
 from gateway.sla.policy import SlaConfig
 from gateway.storage.store import Store
 

@@ -36,7 +36,8 @@ from gateway.audit.chain import (
     signer_from_keystore,
     write_checkpoint,
 )
-from gateway.audit.verify import VerifyReport, export_chain, verify_export, verify_store
+from gateway.audit.export import export_chain
+from gateway.audit.verify import VerifyReport, verify_export, verify_store
 from gateway.storage.audit_tables import audit_checkpoints, exchange_log
 from gateway.storage.db import Engines, create_engines, migrate
 from gateway.storage.store import Store

@@ -11,7 +11,8 @@ import orjson
 
 from gateway.config import ROOT
 from gateway.sla.calendar import ALMATY
-from gateway.sla.engine import SlaReport, compute_report, parse_event_lines
+from gateway.sla.engine import SlaReport, compute_report
+from gateway.sla.events import parse_event_lines
 from gateway.sla.policy import SlaConfig, load_sla_config
 
 CONFIG: SlaConfig = load_sla_config(ROOT / "gateway" / "mappings")

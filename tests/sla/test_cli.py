@@ -106,10 +106,9 @@ def test_a_bad_sla_yaml_stops_the_report(events_file: tuple[Path, dict[str, dict
     assert result.exit_code == 2 and f"{mappings / 'sla.yaml'}: rules:" in result.stderr
 
 
-def test_a_large_file_is_parsed_in_two_processes_with_the_same_result(tmp_path: Path,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_large_file_is_parsed_in_two_processes_with_the_same_result(tmp_path: Path) -> None:
     from gateway.sla import cli
-    from gateway.sla.engine import parse_event_lines
+    from gateway.sla.events import parse_event_lines
 
     messages = []
     for n in range(300):
@@ -118,18 +117,17 @@ def test_a_large_file_is_parsed_in_two_processes_with_the_same_result(tmp_path: 
                      msg("plan.approved", case, t("2026-03-03T09:15:00+05:00"), plan_id=f"P-{n}")]
     path = tmp_path / "events.jsonl"
     path.write_bytes(b"".join(lines(messages)))
-    monkeypatch.setattr(cli, "_SPLIT_ABOVE", 0)  # split even this small file
     with path.open("rb") as f:
-        assert list(cli.read_events(path)) == list(parse_event_lines(f))
+        assert list(cli.read_events(path, split_above=0)) == list(parse_event_lines(f))  # split even this small file
     # A bad line in the second half (handled by the child) is still named by its line number in the file.
     raw = path.read_bytes().splitlines(keepends=True)
     raw[550] = b'{"message_id": "x"}\n'
     path.write_bytes(b"".join(raw))
-    result = _run("--events", str(path), "--as-of", "2026-03-10T00:00:00Z")
+    result = _run("--events", str(path), "--as-of", "2026-03-10T00:00:00Z", "--split-events-above", "0")
     assert result.exit_code == 2 and f"{path}: line 551: type: unknown message type None" in result.stderr
     raw[10] = b"[]\n"  # and in the first half, with the child ended
     path.write_bytes(b"".join(raw))
-    result = _run("--events", str(path), "--as-of", "2026-03-10T00:00:00Z")
+    result = _run("--events", str(path), "--as-of", "2026-03-10T00:00:00Z", "--split-events-above", "0")
     assert result.exit_code == 2 and f"{path}: line 11: not a JSON object" in result.stderr
 
 
@@ -142,22 +140,20 @@ def test_the_report_leaves_the_garbage_collector_as_it_found_it(events_file: tup
 
 
 @pytest.mark.parametrize("cases", [0, 1, 2, 41])
-def test_a_report_rendered_in_two_processes_is_the_same_document(cases: int, tmp_path: Path,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_report_rendered_in_two_processes_is_the_same_document(cases: int, tmp_path: Path) -> None:
     from gateway.sla import cli
     from tests.sla.factory import report
 
     messages = [msg("risk.detected", f"C-{n}", t("2026-03-02T10:00:00+05:00"), risk_id=f"R-{n}", domain="legal",
                     level="R2", trigger="t") for n in range(cases)]
     rep = report(messages, t("2026-03-10T00:00:00Z"))
-    monkeypatch.setattr(cli, "_SPLIT_LEGS_ABOVE", 0)
     with (tmp_path / "out.json").open("wb") as out:
-        cli.write_report(rep, out, format="json")
+        cli.write_report(rep, out, format="json", split_legs_above=0)
     written = (tmp_path / "out.json").read_bytes()
     assert written == rep.to_json()
     assert len(json.loads(written)["legs"]) == cases
     with (tmp_path / "out.csv").open("wb") as out:
-        cli.write_report(rep, out, format="csv")
+        cli.write_report(rep, out, format="csv", split_legs_above=0)
     written = (tmp_path / "out.csv").read_bytes()
     assert written == "".join(rep.iter_csv()).encode()
     assert len(written.splitlines()) == cases + 1

@@ -6,7 +6,8 @@ from datetime import date, datetime, timedelta
 
 from gateway.canonical.messages import parse_message
 from gateway.sla.calendar import ALMATY, local_date, to_us
-from gateway.sla.engine import compute_report, event_from_message
+from gateway.sla.engine import compute_report
+from gateway.sla.events import event_from_message
 from tests.sla.factory import CONFIG, legs, msg, report, t
 
 CASE = "KRG-2026-000123"

@@ -6,7 +6,8 @@ import random
 from datetime import datetime, timedelta
 
 from bench.sla_report import generate
-from gateway.sla.engine import Event, IncrementalReport, SlaReport, compute_report, parse_event_lines
+from gateway.sla.engine import IncrementalReport, SlaReport, compute_report
+from gateway.sla.events import Event, parse_event_lines
 from tests.sla.factory import CONFIG, UTC, lines, msg, t
 
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from bench.console_store import corpus
 from gateway.audit.export import iter_event_lines
-from gateway.sla.engine import compute_report, parse_event_lines
+from gateway.sla.engine import compute_report
+from gateway.sla.events import parse_event_lines
 from gateway.sla.live import live_case_report, live_report
 from gateway.storage.db import create_engines, migrate
 from gateway.storage.personal import PersonSeal
