@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import orjson
-from sqlalchemy.engine import Connection
 
 from gateway.audit.chain import GENESIS, KeyResolver, canonical_with_digests, checkpoint_problem
 from gateway.audit.export import read_export
+from gateway.storage.batch import Transaction
 from gateway.audit.stream import PAGE, PROGRESS_EVERY, run_on_log, stream_connection
 from gateway.storage.db import Engines
 
@@ -254,7 +254,7 @@ def _report(v: _Verifier, problem: Problem | None) -> VerifyReport:
 # ---- where the records come from -------------------------------------------------------------------
 
 
-def verify_connection(conn: Connection, *, public_key: KeyResolver | None,
+def verify_connection(conn: Transaction, *, public_key: KeyResolver | None,
                       progress: Callable[[int], None] | None = None, page: int = PAGE) -> VerifyReport:
     """Verify the log through a sync connection (SQLite's stdlib driver, or run_sync on PostgreSQL)."""
     records, cps = stream_connection(conn, page=page)
