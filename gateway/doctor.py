@@ -12,6 +12,7 @@ from typing import Literal
 
 from cryptography import x509
 
+from gateway.bootstrap import build_adapters, signature_channels
 from gateway.canonical.errors import ConfigError
 from gateway.config import Settings
 from gateway.mapping import Mappings, key_file, load_mappings
@@ -224,7 +225,8 @@ async def diagnose(settings: Settings, *, now: datetime | None = None) -> list[C
     """Every check, in the order an operator fixes things."""
     now = now or datetime.now(timezone.utc)
     mapping_check, mappings = check_mappings(settings)
-    xml_needed = mappings is None or any(i.counterpart == "con" for i in mappings.counterparts.instances)
+    channels = signature_channels(build_adapters())
+    xml_needed = mappings is None or any(channels.get(i.counterpart) == "xml" for i in mappings.counterparts.instances)
     checks = [*check_keys(settings, xml_needed=xml_needed, now=now), check_pii(settings),
               await check_database(settings), mapping_check]
     if mappings is not None:
