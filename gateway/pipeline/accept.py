@@ -13,6 +13,7 @@ from sqlalchemy.engine import Connection
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
 from gateway.pipeline.ports import Clock, derived_message_id
+from gateway.pipeline.referrals import screen_replies
 from gateway.pipeline.routing import Router
 from gateway.storage.store import ClaimedDelivery, Store
 
@@ -103,6 +104,7 @@ class Accepter:
         Every statement covers the whole batch; order within the batch is kept (a case registered
         earlier in the batch routes a referral later in it)."""
         results: list[Accepted | MessageConflict | None] = [None] * len(batch)
+        refused, moving = screen_replies(conn, batch)  # replies that contradict their referral: refused hops
         rows: list[dict[str, Any]] = []
         first: dict[str, int] = {}
         hashes: list[str] = []
@@ -112,6 +114,9 @@ class Accepter:
             content = msg.to_json()
             hashes.append(msg.content_hash())
             if message_id in first:  # the same id twice in one batch: the later one is a re-send
+                continue
+            if i in refused:
+                results[i] = refused[i]
                 continue
             first[message_id] = i
             response = {
@@ -131,6 +136,8 @@ class Accepter:
                                                              if r["message_id"] not in inserted])
         new: list[int] = []
         for i, inc in enumerate(batch):
+            if i in refused:
+                continue
             message_id = str(inc.message.message_id)
             j = first[message_id]
             if message_id in existing:
@@ -143,7 +150,7 @@ class Accepter:
                               if hashes[j] == hashes[i] and isinstance(original, Accepted) else _conflict(message_id))
             else:
                 new.append(i)
-        routed = self._route(conn, [batch[i] for i in new])
+        routed = self._route(conn, [batch[i] for i in new], moving)
         for i, (count, claimed) in zip(new, routed):
             results[i] = replace(results[i], queued=count, dispatched=claimed)
         for i in new:
@@ -160,7 +167,7 @@ class Accepter:
                 "response_bytes": None,
                 "status_code": 202 if isinstance(res, Accepted) else res.status,
                 "result": ("duplicate" if res.duplicate else "accepted") if isinstance(res, Accepted) else "refused",
-                "error": None if isinstance(res, Accepted) else res.slug,
+                "error": None if isinstance(res, Accepted) else getattr(res, "hop_error", res.slug),
                 "case_id": inc.message.case_id, "iin": _iin(inc.message), "request_raw": inc.raw,
                 "client": inc.client, "signer": inc.signer,
             }
@@ -193,7 +200,7 @@ class Accepter:
         return out
 
     def _route(
-        self, conn: Connection, batch: list[Incoming]
+        self, conn: Connection, batch: list[Incoming], moving: set[str]
     ) -> list[tuple[int, tuple[ClaimedDelivery, ...]]]:
         """Record cases and referrals, create deliveries; per message: how many queued, which claimed.
 
@@ -219,7 +226,7 @@ class Accepter:
         self.store.set_referral_statuses(conn, [
             {"b_referral_id": inc.message.body.referral_id, "status": REPLY_STATUS[inc.message.type],
              "updated_at": inc.received_at}
-            for inc in batch if inc.message.type in REPLY_STATUS
+            for inc in batch if inc.message.type in REPLY_STATUS and str(inc.message.message_id) in moving
         ])
         dispatcher = self.dispatcher
         deliveries: list[dict[str, Any]] = []
