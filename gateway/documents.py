@@ -102,8 +102,9 @@ class DocumentService:
     def __init__(self, *, store: Store, mappings: Mappings, adapters: dict[str, Any], transport: Transport,
                  signer: Signer | None, verifier: CounterpartVerifier, accepter: Accepter, cipher: PiiCipher,
                  clock: Clock, metrics: Metrics, events: SecurityEvents, lease_s: float = 60.0,
-                 sweep_interval_s: float = 5.0) -> None:
+                 sweep_interval_s: float = 5.0, status_url: Any = None) -> None:
         self.store = store
+        self.status_url = status_url or (lambda request_id: f"/v1/document-requests/{request_id}")
         self.mappings = mappings
         self.adapters = adapters
         self.transport = transport
@@ -194,7 +195,7 @@ class DocumentService:
     def _pending_body(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"request_id": request["request_id"], "case_id": request["case_id"],
                 "record_kind": request["record_kind"], "instance": request["instance"], "state": "pending",
-                "status_url": f"/v1/document-requests/{request['request_id']}",
+                "status_url": self.status_url(request["request_id"]),
                 "created_at": request["created_at"].isoformat()}
 
     def _record_view(self, record: Any) -> dict[str, Any]:
@@ -447,7 +448,7 @@ class DocumentService:
             raise NotFound(f"no document request {request_id}")
         body: dict[str, Any] = {
             "request_id": req.request_id, "case_id": req.case_id, "record_kind": req.record_kind,
-            "instance": req.instance, "state": req.state, "status_url": f"/v1/document-requests/{req.request_id}",
+            "instance": req.instance, "state": req.state, "status_url": self.status_url(req.request_id),
             "created_at": req.created_at.isoformat(),
             "completed_at": req.completed_at.isoformat() if req.completed_at else None,
         }
