@@ -6,12 +6,12 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from gateway.storage.audit_tables import exchange_log
 from gateway.storage.db import Engines
-from gateway.storage.tables import deliveries, messages, referrals
+from gateway.storage.tables import deliveries, exchanges, messages, referrals
 
 REPLY_TYPES = ("referral.accepted", "referral.completed", "referral.rejected")
 _LINK = (messages.c.message_id, messages.c.type, messages.c.case_id, messages.c.occurred_at, messages.c.received_at,
@@ -72,8 +72,14 @@ async def message_links(engines: Engines, *, message_id: str, type: str, case_id
                     break
         elif type != "referral.requested" and request is not None:
             out["caused_by"] = dict(request)
+        # Delivered when the counterpart's answer came in (the attempt's response_in_at), the moment a synchronous
+        # acceptance in that answer carries too; finished_at (when the gateway recorded it) for older rows.
+        answered = (select(func.max(exchanges.c.response_in_at))
+                    .where(exchanges.c.delivery_id == deliveries.c.id, exchanges.c.hop == "attempt",
+                           exchanges.c.result == "delivered").scalar_subquery())
         delivered = (await conn.execute(
-            select(deliveries.c.counterpart, deliveries.c.instance, deliveries.c.state, deliveries.c.finished_at)
+            select(deliveries.c.counterpart, deliveries.c.instance, deliveries.c.state,
+                   func.coalesce(answered, deliveries.c.finished_at).label("finished_at"))
             .where(deliveries.c.message_id == referral["request_message_id"], deliveries.c.counterpart != "probation")
             .order_by(deliveries.c.id))).mappings().all()
         replies = []
