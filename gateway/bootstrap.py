@@ -258,7 +258,8 @@ def build(settings: Settings, *, clock: Clock = system_clock, transport: Transpo
     documents = DocumentService(store=store, documents=DocumentStore(engines), mappings=mappings, adapters=adapters,
                                 exchange=exchange, accepter=accepter, cipher=cipher, clock=clock,
                                 metrics=metrics, events=events, lease_s=settings.document_lease_s,
-                                sweep_interval_s=settings.document_sweep_interval_s)
+                                sweep_interval_s=settings.document_sweep_interval_s,
+                                status_url=lambda rid: f"{settings.base_url}/v1/document-requests/{rid}")
     container = Container(settings, mappings, engines, store, accepter, worker, metrics, adapters, transport, clock,
                      sla, escalations, keys, clients, authenticator, events, documents,
                      IdempotencyStore(store, ttl=timedelta(seconds=settings.idempotency_ttl_s)), exchange_log,

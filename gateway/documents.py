@@ -7,7 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any, Callable, Protocol
 
 import orjson
 
@@ -117,9 +117,11 @@ class DocumentService:
 
     def __init__(self, *, store: HopWriter, documents: DocumentRows, mappings: Mappings, adapters: dict[str, Any],
                  exchange: OutboundExchange, accepter: Accepter, cipher: PiiCipher, clock: Clock, metrics: Metrics,
-                 events: SecurityEvents, lease_s: float = 60.0, sweep_interval_s: float = 5.0) -> None:
+                 events: SecurityEvents, lease_s: float = 60.0, sweep_interval_s: float = 5.0,
+                 status_url: Callable[[str], str] | None = None) -> None:
         self.store = store
         self.documents = documents
+        self.status_url = status_url or (lambda request_id: f"/v1/document-requests/{request_id}")
         self.mappings = mappings
         self.adapters = adapters
         self.exchange = exchange
@@ -213,7 +215,7 @@ class DocumentService:
     def _pending_body(self, request: dict[str, Any]) -> dict[str, Any]:
         return {"request_id": request["request_id"], "case_id": request["case_id"],
                 "record_kind": request["record_kind"], "instance": request["instance"], "state": "pending",
-                "status_url": f"/v1/document-requests/{request['request_id']}",
+                "status_url": self.status_url(request["request_id"]),
                 "created_at": request["created_at"].isoformat()}
 
     def _record_view(self, record: Any) -> dict[str, Any]:
@@ -445,7 +447,7 @@ class DocumentService:
             raise NotFound(f"no document request {request_id}")
         body: dict[str, Any] = {
             "request_id": req.request_id, "case_id": req.case_id, "record_kind": req.record_kind,
-            "instance": req.instance, "state": req.state, "status_url": f"/v1/document-requests/{req.request_id}",
+            "instance": req.instance, "state": req.state, "status_url": self.status_url(req.request_id),
             "created_at": req.created_at.isoformat(),
             "completed_at": req.completed_at.isoformat() if req.completed_at else None,
         }

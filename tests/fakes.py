@@ -315,6 +315,9 @@ class FakeStore(FakeHopWriter):
         for row in rows:
             self.referrals.setdefault(row["referral_id"], _columns(referrals, row))
 
+    def lock_referral_states(self, tx: Any, referral_ids: set[str]) -> dict[str, tuple[str, str]]:
+        return {rid: (r["case_id"], r["status"]) for rid, r in self.referrals.items() if rid in referral_ids}
+
     def set_referral_statuses(self, tx: Any, rows: list[dict[str, Any]]) -> None:
         for row in rows:
             referral = self.referrals.get(row["b_referral_id"])

@@ -54,10 +54,17 @@ def add(
     """Add a client; an admin or auditor gets a bearer token, printed once and stored only as a hash."""
     from gateway.clients import ClientSpecError, add_client
     from gateway.canonical.errors import GatewayError
-    from security.parties import PinError
+    from security.httpsig import algorithms_for
+    from security.parties import PinError, parse_pin
 
     key = public_key.read_bytes() if public_key is not None else None
+    algorithms: tuple[str, ...] = ()
     try:
+        if key is not None:  # a key the verifier could never use is refused here, not at the first request
+            try:
+                algorithms = algorithms_for(parse_pin(key).public_key)
+            except ValueError as exc:
+                raise PinError(str(exc)) from exc
         added = with_clients(database_url, lambda store: add_client(
             clients=store, client_id=client_id, roles=[r.value for r in role], public_key=key,
             description=description, now=datetime.now(timezone.utc)))
@@ -65,6 +72,9 @@ def add(
         typer.echo(f"cannot add {client_id}: {exc}", err=True)
         raise typer.Exit(2)
     typer.echo(json.dumps(added.row.public(), ensure_ascii=False))
+    if added.row.keyid:
+        typer.echo(f"keyid (RFC 7638 thumbprint; sign with keyid=\"…\" as this): {added.row.keyid}", err=True)
+        typer.echo(f"algorithms this key may sign with (RFC 9421 alg): {', '.join(algorithms)}", err=True)
     if added.token:
         typer.echo(f"token (shown once): {added.token}", err=True)
 

@@ -12,6 +12,7 @@ import orjson
 from gateway.canonical.errors import MessageConflict
 from gateway.canonical.messages import AnyMessage, check_not_in_future, parse_message
 from gateway.pipeline.ports import AcceptStore, ClaimedDelivery, Tx, derived_message_id
+from gateway.pipeline.referrals import screen_replies
 from gateway.wire import Clock
 from gateway.pipeline.routing import Router
 
@@ -142,6 +143,7 @@ class Accepter:
         Every statement covers the whole batch; order within the batch is kept (a case registered
         earlier in the batch routes a referral later in it)."""
         results: list[Accepted | MessageConflict | None] = [None] * len(batch)
+        refused, moving = screen_replies(self.store, tx, batch)  # replies that contradict their referral: refused hops
         rows: list[dict[str, Any]] = []
         first: dict[str, int] = {}
         hashes: list[str] = []
@@ -151,6 +153,9 @@ class Accepter:
             content = msg.to_json()
             hashes.append(msg.content_hash())
             if message_id in first:  # the same id twice in one batch: the later one is a re-send
+                continue
+            if i in refused:
+                results[i] = refused[i]
                 continue
             first[message_id] = i
             response = {
@@ -170,6 +175,8 @@ class Accepter:
                                                              if r["message_id"] not in inserted])
         new: list[int] = []
         for i, inc in enumerate(batch):
+            if i in refused:
+                continue
             message_id = str(inc.message.message_id)
             j = first[message_id]
             if message_id in existing:
@@ -182,7 +189,7 @@ class Accepter:
                               if hashes[j] == hashes[i] and isinstance(original, Accepted) else _conflict(message_id))
             else:
                 new.append(i)
-        routed = self._route(tx, [batch[i] for i in new])
+        routed = self._route(tx, [batch[i] for i in new], moving)
         for i, (count, claimed) in zip(new, routed):
             results[i] = replace(results[i], queued=count, dispatched=claimed)
         for i in new:
@@ -199,7 +206,7 @@ class Accepter:
                 "response_bytes": None,
                 "status_code": 202 if isinstance(res, Accepted) else res.status,
                 "result": ("duplicate" if res.duplicate else "accepted") if isinstance(res, Accepted) else "refused",
-                "error": None if isinstance(res, Accepted) else res.slug,
+                "error": None if isinstance(res, Accepted) else getattr(res, "hop_error", res.slug),
                 "case_id": inc.message.case_id, "iin": _iin(inc.message), "request_raw": inc.raw,
                 "client": inc.client, "signer": inc.signer,
             }
@@ -232,7 +239,7 @@ class Accepter:
         return out
 
     def _route(
-        self, tx: Tx, batch: list[Incoming]
+        self, tx: Tx, batch: list[Incoming], moving: set[str]
     ) -> list[tuple[int, tuple[ClaimedDelivery, ...]]]:
         """Record cases and referrals, create deliveries; per message: how many queued, which claimed.
 
@@ -258,7 +265,7 @@ class Accepter:
         self.store.set_referral_statuses(tx, [
             {"b_referral_id": inc.message.body.referral_id, "status": REPLY_STATUS[inc.message.type],
              "updated_at": inc.received_at}
-            for inc in batch if inc.message.type in REPLY_STATUS
+            for inc in batch if inc.message.type in REPLY_STATUS and str(inc.message.message_id) in moving
         ])
         deliveries: list[dict[str, Any]] = []
         owners: list[int] = []  # index in batch of each delivery row

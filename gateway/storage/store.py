@@ -12,6 +12,7 @@ from sqlalchemy.engine import Connection
 
 from gateway.pipeline.ports import ClaimedDelivery
 from gateway.storage.batch import DEFERRED, UNDO, Committer
+from gateway.storage import status_queries
 from gateway.storage.db import Engines
 from gateway.storage.hops import LOG_ONLY, action_row  # noqa: F401  (action_row: importers not yet moved)
 from gateway.storage.personal import PersonSeal
@@ -108,6 +109,11 @@ class Store:
             conn.execute(
                 update(referrals).where(referrals.c.referral_id == bindparam("b_referral_id")), rows
             )
+
+    @staticmethod
+    def lock_referral_states(conn: Connection, referral_ids: set[str]) -> dict[str, tuple[str, str]]:
+        """referral_id -> (case_id, status) of those known, locked until the transaction ends."""
+        return status_queries.lock_referral_states(conn, referral_ids)
 
     @staticmethod
     def insert_deliveries(conn: Connection, rows: list[dict[str, Any]]) -> list[int]:

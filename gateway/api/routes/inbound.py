@@ -19,7 +19,7 @@ router = APIRouter(prefix="/v1/inbound", tags=["inbound"], responses=AUTH_PROBLE
     "/{counterpart}",
     status_code=202,
     response_model=InboundResponse,
-    responses={404: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
+    responses={404: {"model": Problem}, 409: {"model": Problem}, 413: {"model": Problem}, 422: {"model": Problem}},
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {}, "application/fhir+json": {}, "text/xml": {}}}},
 )
 async def inbound(counterpart: str, request: Request, c: ContainerDep,

@@ -18,6 +18,7 @@ from security.access import Principal
 router = APIRouter(prefix="/v1/messages", tags=["messages"], responses=AUTH_PROBLEMS)
 PROBLEMS = {
     400: {"model": Problem, "description": "Malformed JSON"},
+    409: {"model": Problem, "description": "reply-contradicts-referral: a reply the referral's state rules out"},
     413: {"model": Problem, "description": "Body too large"},
     422: {"model": Problem, "description": "Invalid message, or a message_id reused for other content"},
 }
@@ -38,4 +39,4 @@ async def submit(message: Annotated[CanonicalMessage, Body()], request: Request,
             dependencies=[require("system", "auditor", "admin")])
 async def status(message_id: uuid.UUID, c: ContainerDep) -> MessageStatus:
     """Status of a message and the timeline of every hop it made."""
-    return await message_status(store=c.store, message_id=str(message_id))
+    return await message_status(store=c.store, message_id=str(message_id), status_url=c.accepter.status_url)
