@@ -17,6 +17,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
 )
@@ -64,23 +65,23 @@ PRINTABLE_RULE = "printable characters only: no control, zero-width or bidirecti
 TEXT_RULE = "text: no control character other than tab and line breaks"
 
 
-def _printable(value: str) -> str:
+def check_printable(value: str) -> str:
     if not _PRINTABLE.match(value):
         raise PydanticCustomError("printable", "must be " + PRINTABLE_RULE)
     return value
 
 
-def _text(value: str) -> str:
+def check_text(value: str) -> str:
     if not _TEXT.match(value):
         raise PydanticCustomError("text", "must be " + TEXT_RULE)
     return value
 
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(_printable),
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_printable),
                Field(description="an identifier: 1-128 " + PRINTABLE_RULE, json_schema_extra={"pattern": PRINTABLE})]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(_text),
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(check_text),
                  Field(description="1-4000 characters of " + TEXT_RULE, json_schema_extra={"pattern": TEXT})]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(_printable),
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_printable),
                  Field(description="1-200 " + PRINTABLE_RULE, json_schema_extra={"pattern": PRINTABLE})]
 Region = Annotated[str, StringConstraints(pattern=r"^KZ-[0-9]{2}$")]
 
@@ -155,7 +156,7 @@ class CaseRegisteredBody(_Model):
     region: Region
     person: Person
     release_date: CalendarDate | None = None
-    has_minor_children: bool | None = None
+    has_minor_children: StrictBool | None = None
 
 
 class PlanApprovedBody(_Model):
