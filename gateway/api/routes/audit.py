@@ -19,6 +19,8 @@ from gateway.audit.query import (
     ExchangePage,
     ExchangeQueries,
     ExportScope,
+    InvalidAuditQuery,
+    decode_cursor,
     export_stream,
 )
 from gateway.bootstrap import Container
@@ -40,6 +42,13 @@ Until = Annotated[Timestamp | None, Query(description="records before: " + TIMES
 INVALID = problems.responses("invalid-audit-query")
 
 
+def _bounded(cursor: str | None) -> str | None:
+    """A cursor names a seq, and a seq is 64-bit: one past that is not a cursor this API returned (never a 500)."""
+    if cursor and decode_cursor(cursor) > MAX_INT64:
+        raise InvalidAuditQuery("`cursor` is not a cursor this API returned")
+    return cursor
+
+
 def _queries(c: Container) -> ExchangeQueries:
     return ExchangeQueries(store=c.store, exchange_log=c.exchange_log, mappings=c.mappings, clock=c.clock,
                            keys=c.keys)
@@ -54,15 +63,15 @@ async def list_exchanges(
                                      description="the person's IIN: searched by its keyed hash, never stored; "
                                                  "finds the records naming the person and those of their "
                                                  "cases; the search is logged")] = None,
-    peer: Annotated[str | None, Query(description="a counterpart instance (mio-kz-35) or a counterpart (mio): "
+    peer: Annotated[Id | None, Query(description="a counterpart instance (mio-kz-35) or a counterpart (mio): "
                                                   "the records exchanged with it")] = None,
-    kind: Annotated[str | None, Query(description="received, reply, derived, attempt, refused, read, lookup, "
+    kind: Annotated[Id | None, Query(description="received, reply, derived, attempt, refused, read, lookup, "
                                                   "document, audit-read, audit-search, audit-export...")] = None,
-    result: Annotated[str | None, Query(description="accepted, delivered, retry, dead, refused, served...")] = None,
+    result: Annotated[Id | None, Query(description="accepted, delivered, retry, dead, refused, served...")] = None,
     status_code: Annotated[int | None, Query(ge=100, le=599)] = None,
     since: Since = None,
     until: Until = None,
-    cursor: Annotated[str | None, Query(description="the `next_cursor` of the previous page")] = None,
+    cursor: Annotated[Id | None, Query(description="the `next_cursor` of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     reason: Reason = None,
     newest_first: Annotated[bool, Query(description="descending seq order; `cursor` then pages back in time")] = False,
@@ -71,7 +80,8 @@ async def list_exchanges(
     `until` (otherwise the page is empty); a `cursor` is only one this API returned (`invalid-audit-query`)."""
     return await _queries(c).list_exchanges(principal=caller, case_id=case_id, iin=iin, peer=peer, kind=kind,
                                             result=result, status_code=status_code, since=since, until=until,
-                                            cursor=cursor, limit=limit, reason=reason, newest_first=newest_first)
+                                            cursor=_bounded(cursor), limit=limit, reason=reason,
+                                            newest_first=newest_first)
 
 
 class ExchangeSearch(BaseModel):
@@ -82,13 +92,13 @@ class ExchangeSearch(BaseModel):
     case_id: Id | None = None
     iin: str | None = Field(None, pattern=r"^[0-9]{12}$",
                             description="12 digits, searched by its keyed hash, never stored; the search is logged")
-    peer: str | None = None
-    kind: str | None = None
-    result: str | None = None
+    peer: Id | None = None
+    kind: Id | None = None
+    result: Id | None = None
     status_code: StrictInt | None = Field(None, ge=100, le=599)
     since: Timestamp | None = Field(None, description="records at or after: " + TIMESTAMP_RULE)
     until: Timestamp | None = Field(None, description="records before: " + TIMESTAMP_RULE)
-    cursor: str | None = None
+    cursor: Id | None = Field(None, description="the `next_cursor` of the previous page")
     limit: StrictInt = Field(100, ge=1, le=MAX_LIMIT)
     reason: ReasonText | None = Field(None, description="why the auditor searches (kept in the log)")
     newest_first: StrictBool = Field(False, description="descending seq order; `cursor` then pages back in time")
@@ -97,7 +107,8 @@ class ExchangeSearch(BaseModel):
 @router.post("/exchanges/search", response_model=ExchangePage, responses=INVALID)
 async def search_exchanges(search: ExchangeSearch, c: ContainerDep, caller: Auditor) -> ExchangePage:
     """The same search as `GET /v1/audit/exchanges`, with the filters in the body (use it for an IIN)."""
-    return await _queries(c).list_exchanges(principal=caller, **search.model_dump())
+    return await _queries(c).list_exchanges(principal=caller, **{**search.model_dump(),
+                                                                 "cursor": _bounded(search.cursor)})
 
 
 @router.get("/exchanges/{seq:int}", response_model=ExchangeDetail,

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from gateway.api.auth import require
 from gateway.api.schemas import MAX_INT64
+from gateway.canonical.messages import Id
 from gateway.api.deps import ContainerDep
 from gateway.pipeline.status import DeliveryList, list_deliveries
 
@@ -18,8 +19,8 @@ router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"], dependencies=[r
 async def deliveries(
     c: ContainerDep,
     state: Literal["pending", "in_flight", "delivered", "dead", "parked"] | None = None,
-    counterpart: str | None = None,
-    instance: str | None = None,
+    counterpart: Id | None = None,
+    instance: Id | None = None,
     after: Annotated[int, Query(ge=0, le=MAX_INT64, description="cursor: the `next` of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> DeliveryList:
