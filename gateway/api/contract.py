@@ -12,9 +12,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, routing
 from fastapi.openapi.utils import get_openapi
-from fastapi import routing
 
 from gateway.api import examples
 from gateway.api.auth import PUBLIC_PATHS
@@ -138,7 +137,7 @@ def _bound_integers(node: Any) -> None:
             _bound_integers(value)
 
 
-def _complete(schema: dict[str, Any], route: Any, method: str, operation: dict[str, Any]) -> None:
+def _complete(route: Any, method: str, operation: dict[str, Any]) -> None:
     path = route.path_format
     roles = _roles(route)
     # A query parameter the route checks itself (to answer its own problem type) is still required.
@@ -230,7 +229,7 @@ def build(app: FastAPI) -> dict[str, Any]:
         for method in sorted(m.lower() for m in route.methods):
             operation = schema["paths"].get(route.path_format, {}).get(method)
             if operation is not None:
-                _complete(schema, route, method, operation)
+                _complete(route, method, operation)
     examples.install(schema)
     _bound_integers(schema)
     return schema

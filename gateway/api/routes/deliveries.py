@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from gateway.api.auth import require
+from gateway.api.deps import ContainerDep
 from gateway.api.schemas import MAX_INT64
 from gateway.canonical.messages import Id
-from gateway.api.deps import ContainerDep
 from gateway.pipeline.status import DeliveryList, list_deliveries
 
 router = APIRouter(prefix="/v1/deliveries", tags=["deliveries"], dependencies=[require("admin", "auditor")])
