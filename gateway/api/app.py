@@ -10,8 +10,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from gateway import __doc__ as summary
-from gateway.api import docs, problems
-from gateway.api.auth import PUBLIC_PATHS, Authenticate
+from gateway.api import contract, docs, problems
+from gateway.api.auth import Authenticate
 from gateway.api.idempotency import Idempotency
 from gateway.api.routes import admin, audit, deliveries, documents, inbound, keys, messages, ops, sla
 from gateway.bootstrap import Container, build
@@ -79,26 +79,7 @@ def create_app(settings: Settings | None = None, *, container: Container | None 
 
 
 def _openapi_with_security(app: FastAPI) -> dict:
-    """The schema, with how callers authenticate: RFC 9421 signatures (machines) or bearer tokens (people)."""
-    if app.openapi_schema:
-        return app.openapi_schema
-    from fastapi.openapi.utils import get_openapi
-
-    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    schema.setdefault("components", {})["securitySchemes"] = {
-        "httpSignature": {"type": "apiKey", "in": "header", "name": "Signature",
-                          "description": "RFC 9421 HTTP Message Signature (with Signature-Input and an RFC 9530 "
-                                         "Content-Digest) covering @method, @target-uri, content-digest, "
-                                         "content-type; created, expires, nonce, keyid (the key's RFC 7638 "
-                                         "thumbprint). The Probation IS and counterparts sign this way; ЦОН "
-                                         "signs its SOAP callbacks with an XML signature instead."},
-        "bearerToken": {"type": "http", "scheme": "bearer",
-                        "description": "admins and auditors: a token from `gateway clients add`"},
-    }
-    schema["security"] = [{"httpSignature": []}, {"bearerToken": []}]
-    for path, operations in schema.get("paths", {}).items():
-        if path in PUBLIC_PATHS:
-            for operation in operations.values():
-                operation["security"] = []
-    app.openapi_schema = schema
-    return schema
+    """The document (gateway.api.contract): FastAPI's, with authentication, problems, headers and examples."""
+    if not app.openapi_schema:
+        app.openapi_schema = contract.build(app)
+    return app.openapi_schema

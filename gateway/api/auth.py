@@ -11,7 +11,6 @@ from gateway.access import Forbidden, Unauthenticated
 from gateway.api.docs import ASSETS_PATH as DOCS_ASSETS
 from gateway.api.body import read_body, replaying
 from gateway.api.problems import problem
-from gateway.api.schemas import Problem
 from gateway.canonical.errors import PayloadTooLarge
 from security.access import Principal
 
@@ -19,12 +18,6 @@ from security.access import Principal
 # keys (so peers can verify it), and the API description.
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/v1/keys", "/docs", "/docs/oauth2-redirect",
                           "/redoc", "/openapi.json"})
-AUTH_PROBLEMS: dict[int | str, dict[str, Any]] = {
-    401: {"model": Problem, "description": "Not signed, signature or token not valid, replayed, key revoked"},
-    403: {"model": Problem, "description": "The caller's role does not allow this endpoint"},
-    503: {"model": Problem, "description": "store-unavailable: the store cannot be reached or written just now; "
-                                           "nothing was written, resend after Retry-After"},
-}
 CHALLENGE = 'Signature realm="probation-gateway", Bearer realm="probation-gateway"'
 # The console signs people in with its own server-side sessions (gateway/console), not per request.
 CONSOLE_PATHS = ("/console/",)

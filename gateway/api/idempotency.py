@@ -7,7 +7,7 @@ import logging
 from typing import Any
 
 from gateway.api.body import read_body, replaying
-from gateway.api.problems import problem
+from gateway.api.problems import problem_of
 
 log = logging.getLogger("gateway.api")
 
@@ -21,6 +21,19 @@ async def _abandon(keys: Any, *, client_id: str, key: str) -> None:
     except Exception:  # noqa: BLE001
         # The store is away (the answer was a 503): the key is freed once it is older than any request can be.
         log.warning("idempotency key not released; it frees itself", extra={"client_id": client_id})
+
+
+def _key(value: bytes) -> str | None:
+    """The key of an Idempotency-Key field: a token or a quoted string (RFC 8941 sf-string) of 1-255 printable
+    ASCII characters, no double quote, no space at either end; None when it is not one."""
+    try:
+        raw = value.decode("ascii").strip(" \t")
+    except UnicodeDecodeError:
+        return None
+    key = raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
+    if not 1 <= len(key) <= 255 or key != key.strip(" ") or any(not " " <= c <= "~" or c == '"' for c in key):
+        return None
+    return key
 
 
 class Idempotency:
@@ -37,14 +50,10 @@ class Idempotency:
         if not values or principal is None:
             return await self.app(scope, receive, send)
         path = scope["path"]
-        try:
-            key = values[0].decode("ascii").strip().strip('"')
-        except UnicodeDecodeError:
-            key = ""
-        if len(values) > 1 or not (1 <= len(key) <= 255) or not key.isprintable():
-            return await problem(400, "invalid-idempotency-key", "Invalid Idempotency-Key",
-                                 "one Idempotency-Key of 1-255 printable ASCII characters", instance=path
-                                 )(scope, receive, send)
+        key = _key(values[0])
+        if len(values) > 1 or key is None:
+            return await problem_of("invalid-idempotency-key", "one Idempotency-Key of 1-255 printable ASCII characters",
+                                    instance=path)(scope, receive, send)
         body = await read_body(receive)
         if body is None:
             return  # the client went away
@@ -54,12 +63,11 @@ class Idempotency:
         keys = container.idempotency
         begun = await keys.begin(client_id=principal.client_id, key=key, request_hash=digest, now=container.clock())
         if begun.outcome == "mismatch":
-            return await problem(422, "idempotency-key-reused", "Idempotency-Key reused for another request",
-                                 "this key was first used with another request body or path", instance=path
-                                 )(scope, receive, send)
+            return await problem_of("idempotency-key-reused", "this key was first used with another request body or path",
+                                    instance=path)(scope, receive, send)
         if begun.outcome == "in_flight":
-            response = problem(409, "idempotency-key-in-flight", "A request with this Idempotency-Key is in progress",
-                               "retry once the first request has been answered", instance=path)
+            response = problem_of("idempotency-key-in-flight", "retry once the first request has been answered",
+                                  instance=path)
             response.headers["Retry-After"] = "1"
             return await response(scope, receive, send)
         if begun.outcome == "replay":

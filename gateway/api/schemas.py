@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from gateway.canonical.messages import IIN, Id, RecordKind, Text
 
 from gateway.pipeline.status import DeliveryView, HopView, MessageStatus  # noqa: F401  (re-exported)
+
+
+# Cursors, ids and counts are 64-bit: a larger number is refused as a 422 at the boundary, never a 500 in the store.
+MAX_INT64 = 2**63 - 1
+Cursor = Annotated[int, Field(ge=0, le=MAX_INT64)]
+RowId = Annotated[int, Field(ge=1, le=MAX_INT64)]
 
 
 class AcceptedResponse(BaseModel):
@@ -23,12 +29,23 @@ class InboundResponse(BaseModel):
     accepted: list[AcceptedResponse]
 
 
+class ProblemItem(BaseModel):
+    pointer: str = Field(description="JSON Pointer into the request: /body/..., /query/<name>, /path/<name>")
+    detail: str = Field(description="what is wrong there (never the submitted value: it may be personal data)")
+
+
 class Problem(BaseModel):
-    type: str
+    """RFC 9457 problem details; `type` is stable (`urn:probation-gateway:problem:<slug>`), `detail` is for people."""
+
+    model_config = ConfigDict(extra="allow", title="Problem")
+    type: str = Field(pattern=r"^urn:probation-gateway:problem:[a-z0-9-]+$")
     title: str
-    status: int
+    status: int = Field(ge=400, le=599)
     detail: str
-    instance: str | None = None
+    instance: str | None = Field(None, description="the path of the request")
+    errors: list[ProblemItem] | None = Field(None, description="invalid-message and invalid-configuration: each "
+                                                               "value refused, where and why")
+    reason: str | None = Field(None, description="store-unavailable: what failed (connection refused, disk full…)")
 
 
 class DocumentRequestIn(BaseModel):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import date, datetime, timedelta, timezone
 from typing import Annotated, Literal, Union
@@ -13,14 +14,17 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
+    StrictBool,
     StringConstraints,
     TypeAdapter,
 )
+from pydantic_core import PydanticCustomError
 
 from gateway.canonical.errors import MessageFromFuture
-from gateway.canonical.iin import is_valid_iin
+from gateway.canonical.iin import RULES, iin_problem
 
 MAX_FUTURE_SKEW = timedelta(minutes=5)
 
@@ -49,20 +53,90 @@ MessageType = Literal[
 ]
 REPLY_TYPES = frozenset({"referral.accepted", "referral.completed", "referral.rejected"})
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=128, strip_whitespace=True)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=4000)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
-Region = Annotated[str, StringConstraints(pattern=r"^KZ-\d{2}$")]
+# Identifiers and names: printable characters only. No C0/C1 control, no zero-width, bidirectional or
+# line-separator character anywhere (they hide what an auditor reads), no space at either end. Spelled with
+# explicit ranges so the pattern means the same in JSON Schema (ECMA 262) and in pydantic (Rust regex).
+_HIDDEN = r"\x00-\x1F\x7F-\x9F\u200B-\u200F\u2028-\u202E\u2060-\u206F\uFEFF"
+PRINTABLE = rf"^[^{_HIDDEN}\x20](?:[^{_HIDDEN}]*[^{_HIDDEN}\x20])?$"
+# Free text keeps tabs and line breaks, nothing else that is a control character.
+TEXT = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F-\x9F]*$"
+_PRINTABLE, _TEXT = re.compile(PRINTABLE), re.compile(TEXT)
+PRINTABLE_RULE = "printable characters only: no control, zero-width or bidirectional character, no space at either end"
+TEXT_RULE = "text: no control character other than tab and line breaks"
 
 
-def _check_iin(value: str) -> str:
-    if not is_valid_iin(value):
-        # The value itself is personal data: never echo it.
-        raise ValueError("not a valid IIN (12 digits with a correct check digit)")
+def check_printable(value: str) -> str:
+    if not _PRINTABLE.match(value):
+        raise PydanticCustomError("printable", "must be " + PRINTABLE_RULE)
     return value
 
 
-IIN = Annotated[str, StringConstraints(min_length=12, max_length=12), AfterValidator(_check_iin)]
+def check_text(value: str) -> str:
+    if not _TEXT.match(value):
+        raise PydanticCustomError("text", "must be " + TEXT_RULE)
+    return value
+
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(check_printable),
+               Field(description="an identifier: 1-128 " + PRINTABLE_RULE, json_schema_extra={"pattern": PRINTABLE})]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4000), AfterValidator(check_text),
+                 Field(description="1-4000 characters of " + TEXT_RULE, json_schema_extra={"pattern": TEXT})]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=200), AfterValidator(check_printable),
+                 Field(description="1-200 " + PRINTABLE_RULE, json_schema_extra={"pattern": PRINTABLE})]
+Region = Annotated[str, StringConstraints(pattern=r"^KZ-[0-9]{2}$")]
+
+# Times: RFC 3339 date-time strings with an offset, and nothing else a lenient parser would take (a number of
+# seconds, a space for the T, an offset without a colon). The gateway holds nothing from before 2000.
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+TIMESTAMP_RULE = ("an RFC 3339 date-time with an offset (2026-03-02T09:30:00+05:00), from 2000-01-01T00:00:00Z "
+                  "up to 9000-01-01T00:00:00Z; a number is not a date")
+_RFC3339 = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]{1,9})?"
+                      r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})")
+_FULL_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def _rfc3339(value: object) -> object:
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise PydanticCustomError("rfc3339_date_time", "must be " + TIMESTAMP_RULE)
+    return value
+
+
+def _in_range(value: datetime) -> datetime:
+    if not EARLIEST <= value < LATEST:
+        raise PydanticCustomError("date_time_range", "must be " + TIMESTAMP_RULE)
+    return value
+
+
+def _full_date(value: object) -> object:
+    if isinstance(value, date):
+        return value
+    if not isinstance(value, str) or not _FULL_DATE.fullmatch(value):
+        raise PydanticCustomError("rfc3339_full_date", "must be an RFC 3339 full-date (1990-01-31)")
+    return value
+
+
+Timestamp = Annotated[AwareDatetime, BeforeValidator(_rfc3339), AfterValidator(_in_range)]
+CalendarDate = Annotated[date, BeforeValidator(_full_date)]
+
+IIN_RULE = ("12 digits: date of birth YYMMDD, a century digit 1-6, four serial digits and a check digit (the first "
+            "11 digits weighted 1..11 modulo 11; if 10, weighted 3..11,1,2 modulo 11; if 10 again, or all zero, "
+            "the number is not an IIN)")
+
+
+def _check_iin(value: str) -> str:
+    rule = iin_problem(value)
+    if rule is not None:
+        # The value itself is personal data: never echo it; say which rule it broke.
+        raise PydanticCustomError("iin_" + rule.replace("-", "_"), "not a valid IIN: {rule}", {"rule": RULES[rule]})
+    return value
+
+
+IIN = Annotated[str, AfterValidator(_check_iin),
+                Field(description="the person's IIN: " + IIN_RULE,
+                      json_schema_extra={"pattern": r"^[0-9]{12}$", "format": "kz-iin"})]
 
 
 class _Model(BaseModel):
@@ -74,15 +148,15 @@ class Person(_Model):
     surname: Name
     given_name: Name
     patronymic: Name | None = None
-    birth_date: date
+    birth_date: CalendarDate
     sex: Literal["female", "male"]
 
 
 class CaseRegisteredBody(_Model):
     region: Region
     person: Person
-    release_date: date | None = None
-    has_minor_children: bool | None = None
+    release_date: CalendarDate | None = None
+    has_minor_children: StrictBool | None = None
 
 
 class PlanApprovedBody(_Model):
@@ -161,14 +235,15 @@ class AlertNotificationBody(_Model):
 class EscalationRaisedBody(_Model):
     referral_id: Id | None = None
     rule: Id
-    deadline_at: AwareDatetime
+    deadline_at: Timestamp
     reason: Text
 
 
 class _Envelope(_Model):
     message_id: uuid.UUID
     case_id: Id
-    occurred_at: AwareDatetime = Field(description="RFC 3339 with an explicit offset: business time at the source")
+    occurred_at: Timestamp = Field(description="business time at the source: " + TIMESTAMP_RULE + "; at most "
+                                               "5 minutes ahead of the gateway's clock")
 
     def content_hash(self) -> str:
         """Hash of the normalised content: the same message re-sent with other whitespace is the same."""

@@ -3,6 +3,7 @@ byte-exact, malformed answers refused, and the simulator over real loopback HTTP
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from datetime import datetime, timezone
@@ -31,7 +32,7 @@ from adapters.health.codec import (
 from adapters.health.simulator import CLINICS, create_app, registry_patient_id
 from gateway.canonical.errors import WireDecodeError
 from gateway.canonical.iin import iin_check_digit
-from gateway.canonical.messages import CaseRegistered, parse_message
+from gateway.canonical.messages import PRINTABLE, CaseRegistered, parse_message
 from gateway.config import ROOT
 from gateway.mapping import load_mappings
 from gateway.pipeline.ports import (
@@ -177,8 +178,9 @@ def test_every_medical_kind_encodes_to_valid_fhir(kind: str, code: str) -> None:
     assert iin not in wire.path and all(iin not in v for _, v in wire.headers)
 
 
+# Whatever the canonical model takes: printable ids and names (no control, zero-width or bidi character).
 _name = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=1, max_size=40).filter(
-    lambda t: t.strip() == t and t != "")
+    lambda t: t.strip() == t and t != "" and re.match(PRINTABLE, t) is not None)
 
 
 @settings(max_examples=150, deadline=None)
