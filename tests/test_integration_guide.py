@@ -186,7 +186,9 @@ def test_every_problem_type_of_the_code_is_in_the_guide() -> None:
     """A new problem type (a `slug`, a signature `reason`, a literal in a `problem(...)` call) needs its row."""
     found: set[str] = set()
     patterns = (r'(?m)^    slug = "([a-z-]+)"', r'(?m)^    reason = "([a-z-]+)"', r'problem\(\d{3}, "([a-z-]+)"',
-                r'Unauthenticated\("([a-z-]+)"', r'\d{3}: "([a-z-]+)"', r'"(internal-error)"')
+                r'Unauthenticated\("([a-z-]+)"', r'\d{3}: "([a-z-]+)"', r'"(internal-error)"',
+                r'ProblemType\("([a-z-]+)", \d{3}', r'problem_of\("([a-z-]+)"',
+                r'(?m)^\s+\("([a-z-]+)", "[^"]*"\),?\)*,?$')
     for path in [*(ROOT / "gateway").rglob("*.py"), ROOT / "security" / "httpsig.py"]:
         if "console" in path.parts:  # people get pages there, not problem documents
             continue
