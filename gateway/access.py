@@ -18,7 +18,8 @@ from gateway.pipeline.ports import SignatureChannel
 from gateway.pipeline.verify import CounterpartSignatureError, CounterpartVerifier
 from gateway.wire import Clock, WireRequest
 from gateway.storage.clients import ClientRow, ClientStore
-from gateway.storage.store import Store, action_row
+from gateway.storage.hops import action_row
+from gateway.storage.store import Store
 from security.access import Principal, same_hash, token_hash
 from security.httpsig import HttpVerifier, NonceStore, SignatureError
 from security.keys import PublicKey

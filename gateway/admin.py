@@ -23,7 +23,7 @@ from gateway.wire import Clock
 from gateway.samples import SampleCases
 from gateway.storage.counterpart_config import CounterpartConfigStore
 from gateway.storage.dead_letters import DeadLetterStore, Move, Requeue
-from gateway.storage.store import action_row
+from gateway.storage.hops import action_row
 from security.access import Principal
 from security.parties import load_pins
 

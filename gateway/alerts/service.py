@@ -12,7 +12,8 @@ from gateway.canonical.errors import NotFound
 from gateway.wire import Clock
 from gateway.storage import alerts as sql
 from gateway.storage.batch import Transaction
-from gateway.storage.store import Store, action_row
+from gateway.storage.hops import action_row
+from gateway.storage.store import Store
 from security.access import Principal
 
 

@@ -37,7 +37,8 @@ from gateway.wire import Clock
 from gateway.storage import audit_queries
 from gateway.storage.audit_queries import METADATA_COLUMNS, LogFilter
 from gateway.storage.db import Engines
-from gateway.storage.store import Store, action_row
+from gateway.storage.hops import action_row
+from gateway.storage.store import Store
 from security.access import Principal
 from security.keys import KeyStore
 

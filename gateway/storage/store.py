@@ -14,7 +14,7 @@ from gateway.pipeline.ports import ClaimedDelivery
 from gateway.storage.batch import DEFERRED, UNDO, Committer
 from gateway.storage import status_queries
 from gateway.storage.db import Engines
-from gateway.storage.hops import LOG_ONLY, action_row  # noqa: F401  (action_row: importers not yet moved)
+from gateway.storage.hops import LOG_ONLY
 from gateway.storage.personal import PersonSeal
 from gateway.storage.tables import cases, deliveries, document_requests, exchanges, messages, referrals
 
